@@ -1,0 +1,72 @@
+"""Policy values and defaults: every tunable number of sixmm lives here."""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Optional
+
+import attrs
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_MAX_JSON_DEPTH",
+    "DEFAULT_MAX_TOPICS_PER_CONNECTION",
+    "DEFAULT_REST_URL",
+    "DEFAULT_WS_URL",
+    "Backoff",
+]
+
+DEFAULT_WS_URL = "wss://6mm.com/ws"
+DEFAULT_REST_URL = "https://api.6mm.com"
+DEFAULT_MAX_TOPICS_PER_CONNECTION = 100
+#: Frames larger than this are rejected as malformed (a depth snapshot of 5,000 levels per
+#: side is ~250 KB; 16 MiB leaves room without letting one frame exhaust memory).
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+#: JSON nesting deeper than this is rejected as malformed (6MM payloads nest 4 levels).
+DEFAULT_MAX_JSON_DEPTH = 32
+DEFAULT_PING_INTERVAL = 15.0
+DEFAULT_STALE_AFTER = 45.0
+DEFAULT_LISTEN_KEY_RENEW_INTERVAL = 1800.0
+DEFAULT_REST_TIMEOUT = 10.0
+
+
+def _check_positive(instance: object, attribute: attrs.Attribute, value: float) -> None:  # type: ignore[type-arg]
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen
+class Backoff:
+    """Reconnect/retry delays: exponential growth with optional full jitter.
+
+    ``delay(attempt)`` is a pure function of the attempt number (0 for the first retry):
+    ``min(maximum, initial * factor ** attempt)``, or a uniform draw between 0 and that cap
+    when ``jitter`` is on ("full jitter"). ``max_attempts=None`` retries forever; otherwise
+    the caller gives up (state ``LOST``) after that many consecutive failures.
+    Change a value with ``attrs.evolve(backoff, maximum=10.0)``.
+
+    Thread-safety: immutable; share freely.
+    """
+
+    initial: float = attrs.field(default=0.5, validator=_check_positive)
+    maximum: float = attrs.field(default=30.0, validator=_check_positive)
+    factor: float = attrs.field(default=2.0, validator=_check_positive)
+    jitter: bool = True
+    max_attempts: Optional[int] = None
+
+    def cap(self, attempt: int) -> float:
+        """The largest delay for ``attempt`` (the delay itself when jitter is off)."""
+        if attempt < 0:
+            raise ValueError("attempt must be >= 0")
+        # Cap the exponent so huge attempt numbers cannot overflow a float.
+        exponent = min(attempt, 64)
+        return float(min(self.maximum, self.initial * self.factor**exponent))
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based)."""
+        cap = self.cap(attempt)
+        return cap * rand() if self.jitter else cap
+
+    def exhausted(self, attempt: int) -> bool:
+        """True when ``attempt`` consecutive failures used up ``max_attempts``."""
+        return self.max_attempts is not None and attempt >= self.max_attempts

@@ -1,0 +1,98 @@
+"""The exception hierarchy of sixmm.
+
+Every exception sixmm raises or reports derives from :class:`SixMMError`; most also derive
+from the matching builtin, so ``except ConnectionError`` keeps working in legacy code.
+No exception text ever carries a secret, a token or a listenKey.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = [
+    "ApiError",
+    "AuthError",
+    "CallbackError",
+    "ConnectionLost",
+    "ProtocolError",
+    "SixMMError",
+    "SubscriptionError",
+]
+
+
+class SixMMError(Exception):
+    """Base class of every sixmm error."""
+
+
+class ApiError(SixMMError):
+    """The REST API answered with a non-zero ``code`` or an HTTP error.
+
+    ``code`` is the exchange's business code (``None`` when the body carried none),
+    ``http_status`` the HTTP status (``None`` for errors that did not come over HTTP).
+    """
+
+    def __init__(
+        self,
+        code: Optional[int],
+        message: str,
+        request_id: Optional[str] = None,
+        http_status: Optional[int] = None,
+    ) -> None:
+        super().__init__(code, message, request_id, http_status)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.http_status = http_status
+
+    def __str__(self) -> str:
+        parts = [f"code={self.code}" if self.code is not None else "code=None"]
+        if self.http_status is not None:
+            parts.append(f"http={self.http_status}")
+        if self.request_id:
+            parts.append(f"requestId={self.request_id}")
+        return f"{self.message} ({', '.join(parts)})"
+
+
+class AuthError(ApiError, PermissionError):
+    """Credentials were rejected (HTTP 401, codes 1001-1004, or a refused private auth).
+
+    Terminal: sixmm stops retrying and reports state ``LOST``.
+    """
+
+    def __init__(
+        self,
+        code: Optional[int] = None,
+        message: str = "authentication failed",
+        request_id: Optional[str] = None,
+        http_status: Optional[int] = None,
+    ) -> None:
+        super().__init__(code, message, request_id, http_status)
+
+
+class SubscriptionError(SixMMError, RuntimeError):
+    """The server refused a subscription (a ``success: false`` ack) for ``topic``."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        super().__init__(f"subscription to {topic!r} failed: {reason}")
+        self.topic = topic
+        self.reason = reason
+
+
+class ProtocolError(SixMMError, ValueError):
+    """A frame or payload did not follow the 6MM protocol (malformed JSON, wrong types)."""
+
+
+class ConnectionLost(SixMMError, ConnectionError):
+    """A connection dropped, went silent, or could not be (re)established."""
+
+
+class CallbackError(SixMMError):
+    """A user callback raised; the original exception is ``__cause__``.
+
+    ``topic`` names the stream whose callback failed. The stream itself goes on.
+    """
+
+    def __init__(self, topic: str, error: BaseException) -> None:
+        super().__init__(f"callback for {topic!r} raised {type(error).__name__}: {error}")
+        self.topic = topic
+        self.__cause__ = error
