@@ -15,6 +15,7 @@ __all__ = [
     "CallbackError",
     "ConnectionLost",
     "ProtocolError",
+    "QueueOverflow",
     "SixMMError",
     "SubscriptionError",
 ]
@@ -96,3 +97,14 @@ class CallbackError(SixMMError):
         super().__init__(f"callback for {topic!r} raised {type(error).__name__}: {error}")
         self.topic = topic
         self.__cause__ = error
+
+
+class QueueOverflow(SixMMError, BufferError):
+    """A bounded dispatch queue was full and its overflow policy dropped ``dropped`` messages
+    of ``topic`` (reported, never silent)."""
+
+    def __init__(self, topic: str, dropped: int, maxsize: int) -> None:
+        super().__init__(f"dispatch queue full (maxsize={maxsize}): dropped {dropped} message(s) of {topic!r}")
+        self.topic = topic
+        self.dropped = dropped
+        self.maxsize = maxsize

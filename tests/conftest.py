@@ -1,0 +1,34 @@
+"""Shared fixtures. An autouse fixture fails any test that leaves a sixmm thread running."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterator, List
+
+import pytest
+
+
+def _sixmm_threads() -> List[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("sixmm") and t.is_alive()]
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_behind() -> Iterator[None]:
+    before = set(_sixmm_threads())
+    yield
+    deadline = time.monotonic() + 5.0
+    leaked = [t for t in _sixmm_threads() if t not in before]
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.02)
+        leaked = [t for t in _sixmm_threads() if t not in before]
+    assert not leaked, f"test left sixmm threads running: {[t.name for t in leaked]}"
+
+
+@pytest.fixture
+def sandbox() -> Iterator["object"]:
+    """A running sandbox exchange on 127.0.0.1 (random port, seed 0), stopped afterwards."""
+    from sixmm.sandbox import Sandbox
+
+    with Sandbox(port=0, seed=0) as sb:
+        yield sb
