@@ -104,7 +104,9 @@ class QueueOverflow(SixMMError, BufferError):
     of ``topic`` (reported, never silent)."""
 
     def __init__(self, topic: str, dropped: int, maxsize: int) -> None:
-        super().__init__(f"dispatch queue full (maxsize={maxsize}): dropped {dropped} message(s) of {topic!r}")
+        super().__init__(
+            f"dispatch queue full (maxsize={maxsize}): dropped {dropped} message(s) of {topic!r}"
+        )
         self.topic = topic
         self.dropped = dropped
         self.maxsize = maxsize
