@@ -1,0 +1,241 @@
+"""Depth payloads (PROTOCOL.md §4.1): validate one ``market.depth.*`` push's ``data`` cheaply.
+
+:func:`parse_depth` turns the ``data`` object of a depth push into a :class:`DepthMsg`, the
+fast internal form the book state machine (:mod:`sixmm.protocol.book`) consumes. It runs once
+per depth frame, so it validates with precompiled regular expressions and keeps the exact
+price/quantity strings (no ``Decimal`` is built here).
+
+Accepted shapes — every one beyond the documented example is marked ``[assumed]`` below:
+
+- ``type``: ``"snapshot"`` / ``"update"`` (any letter case), or absent/``null`` (then the
+  message kind is unknown: ``None``, or ``"snapshot"`` when the envelope said
+  ``"event": "snapshot"``, passed as ``snapshot_hint=True``).
+- versions ``startVersion``, ``endVersion`` (required), and the predecessor
+  ``prevEndVersion`` / ``lastEndVersion``: JSON integers or strings of decimal digits,
+  ``0 <= v < 2**63``. ``null`` counts as absent.
+- levels: ``[price, quantity]`` (extra trailing elements such as an order count are ignored),
+  or ``{"price": ..., "quantity": ...}`` (``"qty"`` is accepted for ``"quantity"``); prices and
+  quantities are strings of ASCII digits with at most one ``.``: at most 30 digits before and
+  30 after it; no sign, exponent, blanks, ``NaN`` or ``Infinity``. A JSON number is tolerated
+  (converted to its shortest exact decimal string). ``price > 0``, ``quantity >= 0``.
+- ``bids`` / ``asks`` missing or ``null``: no change on that side.
+
+Anything else raises :class:`~sixmm.errors.ProtocolError` naming the offending field; no other
+exception escapes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal
+from typing import Any, List, Optional, Tuple
+
+from sixmm.errors import ProtocolError
+
+__all__ = ["MAX_VERSION", "DepthMsg", "Level", "parse_depth"]
+
+Level = Tuple[str, str]
+"""One price level as received: ``(price, quantity)`` strings."""
+
+MAX_VERSION = 2**63 - 1
+"""The largest version accepted (versions are non-negative 63-bit integers)."""
+
+# A numeral: ASCII digits, optionally one "." followed by digits; bounded length.
+_NUM = r"[0-9]{1,30}(?:\.[0-9]{1,30})?"
+_PRICE = re.compile(r"(?=[0.]*[1-9])" + _NUM).fullmatch  # ... with at least one non-zero digit
+_QTY = re.compile(_NUM).fullmatch
+_VERSION = re.compile(r"[0-9]{1,19}").fullmatch
+
+
+class DepthMsg:
+    """One depth message, validated. Cheap by design: a plain slotted class, built per frame.
+
+    ``kind`` is ``"snapshot"``, ``"update"`` or ``None`` (the wire did not say); ``start`` /
+    ``end`` are ``startVersion`` / ``endVersion``; ``prev`` is the predecessor
+    (``prevEndVersion`` or ``lastEndVersion``); ``bids`` / ``asks`` hold the exact
+    ``(price, quantity)`` strings in wire order, quantity ``"0"`` meaning "remove".
+
+    Thread-safety: immutable by convention once built; safe to share between threads.
+    """
+
+    __slots__ = ("asks", "bids", "end", "kind", "prev", "start", "symbol")
+
+    def __init__(
+        self,
+        *,
+        symbol: Optional[str] = None,
+        kind: Optional[str] = None,
+        start: Optional[int] = None,
+        end: Optional[int] = None,
+        prev: Optional[int] = None,
+        bids: Optional[List[Level]] = None,
+        asks: Optional[List[Level]] = None,
+    ) -> None:
+        self.symbol = symbol
+        self.kind = kind
+        self.start = start
+        self.end = end
+        self.prev = prev
+        self.bids: List[Level] = [] if bids is None else bids
+        self.asks: List[Level] = [] if asks is None else asks
+
+    def __repr__(self) -> str:
+        return (
+            f"DepthMsg(symbol={self.symbol!r}, kind={self.kind!r}, start={self.start}, "
+            f"end={self.end}, prev={self.prev}, bids={len(self.bids)}, asks={len(self.asks)})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DepthMsg):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def parse_depth(data: Any, snapshot_hint: bool = False) -> DepthMsg:
+    """Validate the ``data`` of a depth push and return a :class:`DepthMsg`.
+
+    ``snapshot_hint`` is True when the envelope said ``"event": "snapshot"`` [assumed variant].
+    Raises :class:`ProtocolError` (naming the field) on any malformed payload, never another
+    exception.
+    """
+    if not isinstance(data, dict):
+        raise ProtocolError(f"depth data must be an object, got {type(data).__name__}")
+    symbol = data.get("symbol")
+    if symbol is not None and not isinstance(symbol, str):
+        raise ProtocolError(f"depth field 'symbol' must be a string, got {type(symbol).__name__}")
+
+    kind = _kind(data.get("type"), snapshot_hint)
+    start = _version(data, "startVersion")
+    end = _version(data, "endVersion")
+    prev = _version(data, "prevEndVersion")
+    last = _version(data, "lastEndVersion")  # [assumed] the other spelling of the predecessor
+    if last is not None:
+        if prev is not None and prev != last:
+            raise ProtocolError(
+                f"depth fields 'prevEndVersion' ({prev}) and 'lastEndVersion' ({last}) disagree"
+            )
+        prev = last
+    if end is None:
+        raise ProtocolError("depth field 'endVersion' is missing")
+    if start is not None and start > end:
+        raise ProtocolError(f"depth field 'startVersion' ({start}) exceeds endVersion ({end})")
+    if prev is not None and prev >= end:
+        raise ProtocolError(
+            f"depth field 'prevEndVersion' ({prev}) is not below endVersion ({end})"
+        )
+
+    return DepthMsg(
+        symbol=symbol,
+        kind=kind,
+        start=start,
+        end=end,
+        prev=prev,
+        bids=_levels(data.get("bids"), "bids"),
+        asks=_levels(data.get("asks"), "asks"),
+    )
+
+
+def _kind(value: Any, snapshot_hint: bool) -> Optional[str]:
+    if value is None:
+        # [assumed] no "type": the envelope may say "event": "snapshot"; otherwise unknown, and
+        # the book decides (the first depth message after the subscribe ack is the snapshot).
+        return "snapshot" if snapshot_hint else None
+    if isinstance(value, str):
+        lowered = value.lower()  # [assumed] letter case is not significant
+        if lowered == "snapshot":
+            return "snapshot"
+        if lowered == "update":
+            if snapshot_hint:
+                raise ProtocolError("depth field 'type' is 'update' but the envelope says snapshot")
+            return "update"
+    raise ProtocolError(f"depth field 'type' must be 'snapshot' or 'update', got {value!r:.40}")
+
+
+def _version(data: Any, name: str) -> Optional[int]:
+    value = data.get(name)
+    if value is None:
+        return None
+    if type(value) is int:
+        if 0 <= value <= MAX_VERSION:
+            return value
+    elif isinstance(value, str) and _VERSION(value):  # [assumed] big integers may be strings
+        number = int(value)
+        if number <= MAX_VERSION:
+            return number
+    raise ProtocolError(
+        f"depth field {name!r} must be a non-negative integer below 2**63, got {value!r:.40}"
+    )
+
+
+def _levels(raw: Any, side: str) -> List[Level]:
+    if raw is None:
+        return []
+    if type(raw) is list:
+        # Fast path: [[price, qty], ...] of well-formed strings (the documented shape).
+        out: List[Level] = []
+        append = out.append
+        price_ok = _PRICE
+        qty_ok = _QTY
+        try:
+            for entry in raw:
+                if type(entry) is not list or len(entry) != 2:
+                    break
+                price, qty = entry
+                if not (price_ok(price) and qty_ok(qty)):
+                    break
+                append((price, qty))
+            else:
+                return out
+        except TypeError:  # a non-string price or quantity: the slow path says which
+            pass
+    elif not isinstance(raw, (list, tuple)):
+        raise ProtocolError(f"depth field {side!r} must be a list, got {type(raw).__name__}")
+    return [_level(entry, side, index) for index, entry in enumerate(raw)]
+
+
+def _level(entry: Any, side: str, index: int) -> Level:
+    where = f"{side}[{index}]"
+    if isinstance(entry, (list, tuple)):
+        if len(entry) < 2:  # [assumed] extra elements (e.g. an order count) are ignored
+            raise ProtocolError(f"depth level {where} must be [price, quantity], got {entry!r:.60}")
+        price, qty = entry[0], entry[1]
+    elif isinstance(entry, dict):  # [assumed] object levels
+        price = entry.get("price")
+        qty = entry.get("quantity")
+        if qty is None:
+            qty = entry.get("qty")  # [assumed] the obvious abbreviation
+        if price is None or qty is None:
+            raise ProtocolError(
+                f"depth level {where} needs 'price' and 'quantity', got {entry!r:.60}"
+            )
+    else:
+        raise ProtocolError(
+            f"depth level {where} must be a list or an object, got {type(entry).__name__}"
+        )
+    price_text = _numeral(price, f"{where}.price")
+    qty_text = _numeral(qty, f"{where}.quantity")
+    if not _PRICE(price_text):
+        raise ProtocolError(f"depth {where}.price must be > 0, got {price_text!r}")
+    return price_text, qty_text
+
+
+def _numeral(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        text = value
+    elif type(value) is int:  # [assumed] a JSON number instead of a string
+        text = str(value)
+    elif type(value) is float and math.isfinite(value):  # [assumed] as above
+        text = repr(value)
+        if "e" in text or "E" in text:
+            text = format(Decimal(text), "f")
+    else:
+        raise ProtocolError(f"depth {where} must be a decimal string, got {type(value).__name__}")
+    if not _QTY(text):
+        raise ProtocolError(
+            f"depth {where} must be a non-negative decimal numeral (ASCII digits, at most one '.',"
+            f" at most 30 digits each side), got {value!r:.40}"
+        )
+    return text
