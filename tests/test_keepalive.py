@@ -1,0 +1,261 @@
+"""ListenKeyKeeper: schedule, retries, re-creation, fatal auth, stop.
+
+The first half drives the keeper with a scripted in-memory REST double (fast, exact); the
+second half runs it against the sandbox exchange over real HTTP on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Iterator, List, Optional, Tuple, cast
+
+import pytest
+
+from sixmm.config import Backoff
+from sixmm.errors import ApiError, AuthError, ConnectionLost
+from sixmm.keepalive import ListenKeyKeeper
+from sixmm.rest.client import RestClient
+from tests.helpers import Recorder, wait_until
+
+FAST = Backoff(initial=0.01, maximum=0.02, jitter=False)
+
+
+class FakeRest:
+    """Records listen-key calls; each call pops a scripted outcome (an exception) if any."""
+
+    def __init__(self) -> None:
+        self.calls: List[Tuple[str, Optional[str]]] = []
+        self.script: List[Tuple[str, BaseException]] = []
+        self.counter = 0
+        self.lock = threading.Lock()
+
+    def _next(self, op: str, key: Optional[str]) -> None:
+        with self.lock:
+            self.calls.append((op, key))
+            for i, (want, exc) in enumerate(self.script):
+                if want == op:
+                    del self.script[i]
+                    raise exc
+
+    def ops(self, op: str) -> List[Optional[str]]:
+        with self.lock:
+            return [k for o, k in self.calls if o == op]
+
+    def create_listen_key(self, *, max_retries: Optional[int] = None) -> str:
+        self._next("create", None)
+        with self.lock:
+            self.counter += 1
+            return f"key-{self.counter:04d}-0123456789abcdef"
+
+    def renew_listen_key(self, key: str, *, max_retries: Optional[int] = None) -> None:
+        self._next("renew", key)
+
+    def close_listen_key(self, key: str, *, max_retries: Optional[int] = None) -> None:
+        self._next("close", key)
+
+
+class Harness:
+    def __init__(self, rest: Any, **kw: Any) -> None:
+        self.new_keys = Recorder()
+        self.statuses = Recorder()
+        self.fatals = Recorder()
+        kw.setdefault("backoff", FAST)
+        kw.setdefault("renew_interval", 0.05)
+        self.keeper = ListenKeyKeeper(
+            cast(RestClient, rest),
+            on_new_key=self.new_keys,
+            on_status=lambda kind, reason: self.statuses((kind, reason)),
+            on_fatal=self.fatals,
+            **kw,
+        )
+
+    def kinds(self) -> List[str]:
+        return [k for k, _ in self.statuses.snapshot()]
+
+
+@pytest.fixture
+def fake() -> FakeRest:
+    return FakeRest()
+
+
+@pytest.fixture
+def harness(fake: FakeRest) -> Iterator[Harness]:
+    h = Harness(fake)
+    yield h
+    h.keeper.stop()
+
+
+def keeper_thread_alive() -> bool:
+    return any(t.name == "sixmm-listenkey" for t in threading.enumerate())
+
+
+def test_start_creates_key_and_renews_on_schedule(fake: FakeRest, harness: Harness) -> None:
+    key = harness.keeper.start()
+    assert key == harness.keeper.key == "key-0001-0123456789abcdef"
+    assert harness.keeper.start() == key  # idempotent
+    assert len(fake.ops("create")) == 1
+    wait_until(lambda: len(fake.ops("renew")) >= 3, timeout=5)
+    assert set(fake.ops("renew")) == {key}
+    assert harness.kinds()[0] == "created"
+    assert "renewed" in harness.kinds()
+    stats = harness.keeper.stats()
+    assert stats["renewals"] >= 3 and stats["renew_failures"] == 0
+    assert stats["last_renew_ok"] is not None and stats["next_renew_in"] is not None
+
+
+def test_transient_failures_are_retried_and_reported(fake: FakeRest, harness: Harness) -> None:
+    fake.script = [
+        ("renew", ApiError(5002, "service unavailable")),
+        ("renew", ApiError(None, "too many requests", http_status=429)),
+        ("renew", ConnectionLost("PUT /v1/private/user/listen-key: refused")),
+    ]
+    harness.keeper.start()
+    wait_until(lambda: harness.keeper.stats()["renewals"] >= 1, timeout=5)
+    assert harness.kinds().count("renew_failed") == 3
+    assert harness.keeper.stats()["renew_failures"] == 3
+    assert not fake.ops("create")[1:], "a transient failure must not re-create the key"
+    assert harness.new_keys.snapshot() == []
+
+
+def test_gone_key_is_recreated_and_old_one_closed(fake: FakeRest, harness: Harness) -> None:
+    fake.script = [("renew", ApiError(2002, "listenKey does not exist"))]
+    old = harness.keeper.start()
+    new = wait_until(lambda: harness.new_keys.snapshot(), timeout=5)[0]
+    assert new != old and harness.keeper.key == new
+    assert "recreated" in harness.kinds()
+    wait_until(lambda: old in fake.ops("close"), timeout=5)
+    wait_until(lambda: new in fake.ops("renew"), timeout=5)  # the new key is kept alive
+    assert harness.keeper.stats()["recreations"] == 1
+
+
+def test_recreate_failure_is_retried(fake: FakeRest) -> None:
+    harness = Harness(fake, renew_interval=3600.0)
+    harness.keeper.start()
+    fake.script = [
+        ("renew", ApiError(2002, "listenKey does not exist")),
+        ("create", ApiError(5001, "internal error")),
+    ]
+    harness.keeper.renew_now()
+    try:
+        wait_until(lambda: harness.new_keys.snapshot(), timeout=5)
+        assert "renew_failed" in harness.kinds()
+        assert len(fake.ops("create")) == 3  # start, failed re-create, successful re-create
+    finally:
+        harness.keeper.stop()
+
+
+def test_auth_error_is_fatal_without_retry_storm(fake: FakeRest, harness: Harness) -> None:
+    fake.script = [("renew", AuthError(1003, "Invalid signature", http_status=401))]
+    harness.keeper.start()
+    err = wait_until(lambda: harness.fatals.snapshot(), timeout=5)[0]
+    assert isinstance(err, AuthError) and err.code == 1003
+    wait_until(lambda: not keeper_thread_alive(), timeout=5)
+    assert len(fake.calls) == 2  # create + the one refused renewal
+    assert harness.kinds()[-1] == "fatal"
+    harness.keeper.renew_now()  # ignored after a fatal error
+    harness.keeper.key_rejected("auth refused")
+    harness.keeper.stop()
+    assert fake.ops("close") == []  # no point closing with rejected credentials
+    assert len(fake.calls) == 2
+
+
+def test_start_propagates_auth_error_and_starts_no_thread(fake: FakeRest) -> None:
+    fake.script = [("create", AuthError(1001, "no auth", http_status=401))]
+    h = Harness(fake)
+    with pytest.raises(AuthError):
+        h.keeper.start()
+    assert not keeper_thread_alive()
+    h.keeper.stop()
+    assert h.keeper.key is None
+
+
+def test_stop_closes_key_once_and_is_idempotent(fake: FakeRest) -> None:
+    h = Harness(fake, renew_interval=3600.0)
+    key = h.keeper.start()
+    h.keeper.stop()
+    h.keeper.stop()
+    assert fake.ops("close") == [key]
+    assert h.keeper.key is None
+    assert h.kinds()[-1] == "closed"
+    assert not keeper_thread_alive()
+    with pytest.raises(RuntimeError):
+        h.keeper.start()
+
+
+def test_stop_from_inside_a_callback_does_not_deadlock(fake: FakeRest) -> None:
+    holder: List[ListenKeyKeeper] = []
+    done = threading.Event()
+
+    def on_status(kind: str, reason: str) -> None:
+        if kind == "renewed":
+            holder[0].stop()
+            done.set()
+
+    keeper = ListenKeyKeeper(
+        cast(RestClient, fake),
+        renew_interval=0.02,
+        on_new_key=lambda k: None,
+        on_status=on_status,
+        on_fatal=lambda e: None,
+    )
+    holder.append(keeper)
+    key = keeper.start()
+    assert done.wait(5)
+    wait_until(lambda: not keeper_thread_alive(), timeout=5)
+    assert fake.ops("close") == [key]
+
+
+def test_renew_now_and_key_rejected_wake_the_thread(fake: FakeRest) -> None:
+    h = Harness(fake, renew_interval=3600.0)
+    key = h.keeper.start()
+    try:
+        h.keeper.renew_now()
+        wait_until(lambda: len(fake.ops("renew")) == 1, timeout=5)
+        h.keeper.key_rejected("auth refused by the stream")  # key still valid: just renewed
+        wait_until(lambda: len(fake.ops("renew")) == 2, timeout=5)
+        assert h.new_keys.snapshot() == []
+        fake.script = [("renew", ApiError(2002, "listenKey expired"))]
+        h.keeper.key_rejected("auth refused by the stream")
+        new = wait_until(lambda: h.new_keys.snapshot(), timeout=5)[0]
+        assert new != key and h.keeper.key == new
+        assert h.keeper.stats()["next_renew_in"] > 3000
+    finally:
+        h.keeper.stop()
+
+
+def test_raising_callbacks_are_contained(fake: FakeRest, caplog: pytest.LogCaptureFixture) -> None:
+    def boom(*args: Any) -> None:
+        raise RuntimeError("user bug")
+
+    fake.script = [("renew", ApiError(2002, "gone"))]
+    keeper = ListenKeyKeeper(
+        cast(RestClient, fake),
+        renew_interval=0.02,
+        backoff=FAST,
+        on_new_key=boom,
+        on_status=boom,
+        on_fatal=boom,
+    )
+    with caplog.at_level(logging.ERROR, logger="sixmm.keepalive"):
+        keeper.start()
+        wait_until(lambda: len(fake.ops("renew")) >= 2, timeout=5)  # still renewing the new key
+        keeper.stop()
+    assert len(fake.ops("create")) == 2
+    assert any("callback raised" in r.getMessage() for r in caplog.records)
+
+
+def test_repr_and_logs_never_show_the_key(fake: FakeRest, caplog: pytest.LogCaptureFixture) -> None:
+    fake.script = [("renew", ApiError(2002, "gone")), ("renew", ApiError(5002, "busy"))]
+    h = Harness(fake, renew_interval=0.02)
+    with caplog.at_level(logging.DEBUG):
+        h.keeper.start()
+        wait_until(lambda: h.keeper.stats()["renewals"] >= 1, timeout=5)
+        text = repr(h.keeper)
+        h.keeper.stop()
+    keys = [k for _, k in fake.calls if k] + [f"key-{i:04d}" for i in (1, 2)]
+    lines = (
+        [r.getMessage() for r in caplog.records] + [text] + [r for _, r in h.statuses.snapshot()]
+    )
+    for key in keys:
+        assert not any(key in line for line in lines), key
