@@ -1,0 +1,78 @@
+"""One-liners that pump a :class:`~sixmm.dispatch.QueueDispatcher` from a GUI event loop.
+
+Callbacks then run on the GUI thread, where touching widgets is safe::
+
+    inbox = sixmm.QueueDispatcher(conflate=True)
+    streams = sixmm.StreamManager(dispatcher=inbox)
+    cancel = sixmm.gui.tk_pump(root, inbox)         # Tk
+    timer = sixmm.gui.qt_pump(inbox, parent=window)  # Qt (PySide6, PyQt6, PyQt5 or PySide2)
+
+No GUI toolkit is imported by this module until ``qt_pump`` is called.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Dict, Optional, Protocol
+
+__all__ = ["qt_pump", "tk_pump"]
+
+_QT_BINDINGS = ("PySide6", "PyQt6", "PyQt5", "PySide2")
+
+
+class _Drainable(Protocol):
+    def drain(self, max_items: Optional[int] = None) -> int: ...
+
+
+def tk_pump(
+    root: Any, dispatcher: _Drainable, interval_ms: int = 50, max_items: int = 1000
+) -> Callable[[], None]:
+    """Drain ``dispatcher`` every ``interval_ms`` on Tk's thread via ``root.after``
+    (``root``: any Tk widget, or an object with ``after(ms, func)`` / ``after_cancel(id)``).
+
+    Each tick runs at most ``max_items`` messages; when a tick hits that bound the next tick
+    comes after 1 ms, so a backlog is worked off without freezing the GUI. Returns a function
+    that cancels the pump (idempotent; safe from inside a callback).
+    """
+    state: Dict[str, Any] = {"id": None, "cancelled": False}
+
+    def tick() -> None:
+        state["id"] = None
+        ran = 0
+        try:
+            ran = dispatcher.drain(max_items)
+        finally:
+            if not state["cancelled"]:
+                state["id"] = root.after(1 if ran >= max_items else interval_ms, tick)
+
+    def cancel() -> None:
+        state["cancelled"] = True
+        pending, state["id"] = state["id"], None
+        if pending is not None:
+            root.after_cancel(pending)
+
+    state["id"] = root.after(interval_ms, tick)
+    return cancel
+
+
+def _qtimer_class() -> Any:
+    errors = []
+    for binding in _QT_BINDINGS:
+        try:
+            return importlib.import_module(binding + ".QtCore").QTimer
+        except ImportError as exc:
+            errors.append(f"{binding}: {exc}")
+    raise ImportError("qt_pump needs PySide6, PyQt6, PyQt5 or PySide2 (" + "; ".join(errors) + ")")
+
+
+def qt_pump(
+    dispatcher: _Drainable, interval_ms: int = 50, max_items: int = 1000, parent: Any = None
+) -> Any:
+    """Start and return a ``QTimer`` (child of ``parent``) that drains ``dispatcher`` every
+    ``interval_ms`` on the Qt thread. Keep a reference to it when ``parent`` is None;
+    ``timer.stop()`` ends the pump. Uses whichever Qt binding is importable."""
+    timer = _qtimer_class()(parent)
+    timer.setInterval(interval_ms)
+    timer.timeout.connect(lambda: dispatcher.drain(max_items))
+    timer.start()
+    return timer
