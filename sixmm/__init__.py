@@ -1,9 +1,78 @@
-"""sixmm: a dependable, thread-based client for the 6MM exchange's WebSocket streams."""
+"""sixmm: a dependable, thread-based client for the 6MM exchange's WebSocket streams.
+
+Register a callback per channel; sixmm keeps the connections alive, the subscriptions
+current, the local order books correct and the listenKey fresh::
+
+    import sixmm
+
+    with sixmm.StreamManager() as streams:
+        streams.trades("BTCUSDT", print)
+        book = streams.order_book("BTCUSDT")
+        streams.wait()
+"""
 
 from __future__ import annotations
 
 import logging
 
+from .config import DEFAULT_REST_URL, DEFAULT_WS_URL, Backoff
+from .dispatch import InlineDispatcher, QueueDispatcher, WorkerDispatcher
+from .errors import (
+    ApiError,
+    AuthError,
+    CallbackError,
+    ConnectionLost,
+    ProtocolError,
+    QueueOverflow,
+    SixMMError,
+    SubscriptionError,
+)
+from .manager import StreamManager
+from .orderbook import OrderBook
+from .protocol.models import (
+    AccountUpdate,
+    DepthUpdate,
+    Kline,
+    OrderUpdate,
+    Ticker,
+    Trade,
+    UserEvent,
+)
+from .rest.client import RestClient
+from .states import GapEvent, StateEvent, StreamState
+from .subscriptions import Subscription
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_REST_URL",
+    "DEFAULT_WS_URL",
+    "AccountUpdate",
+    "ApiError",
+    "AuthError",
+    "Backoff",
+    "CallbackError",
+    "ConnectionLost",
+    "DepthUpdate",
+    "GapEvent",
+    "InlineDispatcher",
+    "Kline",
+    "OrderBook",
+    "OrderUpdate",
+    "ProtocolError",
+    "QueueDispatcher",
+    "QueueOverflow",
+    "RestClient",
+    "SixMMError",
+    "StateEvent",
+    "StreamManager",
+    "StreamState",
+    "Subscription",
+    "SubscriptionError",
+    "Ticker",
+    "Trade",
+    "UserEvent",
+    "WorkerDispatcher",
+]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

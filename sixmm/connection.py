@@ -1,0 +1,347 @@
+"""One WebSocket connection and the one thread that owns it.
+
+The thread runs a single loop — connect, let the session (re)subscribe, read until the socket
+dies or goes stale, back off, repeat — with a ``finally`` that always leaves the connection
+``CLOSED``. Reconnecting never happens inside a callback or by recursion. What the connection
+carries (public topics, the private user stream) is decided by its :class:`Session`.
+
+Thread-safety: ``start``, ``stop``, ``restart``, ``send`` and ``stats`` may be called from any
+thread (``stop`` even from this connection's own thread, inside a callback).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Dict, Optional
+
+from .config import Backoff
+from .errors import AuthError, ConnectionLost, ProtocolError, SixMMError
+from .states import ConnState, check_transition
+from .transport import ConnectionClosed, FrameTimeout, Transport
+
+__all__ = ["Connection", "Session"]
+
+logger = logging.getLogger(__name__)
+
+
+class Session:
+    """What a connection carries. Subclasses implement the hooks; all run on the reader thread
+    except where noted."""
+
+    def url(self) -> str:
+        """The URL to connect to (called before every attempt; may do blocking REST work and
+        raise :class:`ConnectionLost`, ``ApiError`` or a terminal :class:`AuthError`)."""
+        raise NotImplementedError
+
+    def on_open(self, conn: Connection) -> None:
+        """The socket is open: (re)subscribe, or wait for the auth ack."""
+
+    def on_message(self, conn: Connection, payload: bytes) -> None:
+        """One inbound data message (the hot path)."""
+        raise NotImplementedError
+
+    def on_closed(self, conn: Connection, reason: str) -> None:
+        """The socket is gone (any reason): mark books unsynced, note the outage start."""
+
+    def on_tick(self, conn: Connection, now: float) -> None:
+        """Called by the heartbeat thread about once a second (ack timeouts and the like)."""
+
+
+StateListener = Callable[["Connection", ConnState, str], None]
+
+
+class Connection:
+    """A self-healing WebSocket connection: named thread ``sixmm-<name>``.
+
+    ``stale_after`` seconds without any inbound byte (data, pong, ping) make the reader drop
+    the socket and reconnect. Time spent in inline callbacks does not count as silence: the
+    clock only runs while the reader is waiting on the socket.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        session: Session,
+        *,
+        backoff: Backoff,
+        on_state: StateListener,
+        stale_after: float = 45.0,
+        stable_after: float = 30.0,
+        connect_timeout: float = 10.0,
+        ca_certs: Optional[str] = None,
+        max_frame_bytes: int = 16 * 1024 * 1024,
+        report: Callable[[BaseException], None] = lambda exc: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.session = session
+        self._backoff = backoff
+        self._on_state = on_state
+        self._stale_after = stale_after
+        self._stable_after = stable_after
+        self._connect_timeout = connect_timeout
+        self._ca_certs = ca_certs
+        self._max_frame = max_frame_bytes
+        self._report = report
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._skip_backoff = False
+        self._terminal: Optional[BaseException] = None
+        self._thread: Optional[threading.Thread] = None
+        self._transport: Optional[Transport] = None
+        self.state = ConnState.IDLE
+        # statistics (written by the reader thread only)
+        self.messages = 0
+        self.connects = 0
+        self.reconnects = 0
+        self.failed_attempts = 0
+        self.last_reason = ""
+        self.connected_since: Optional[float] = None
+        self._bytes_closed = 0  # bytes of previous sockets
+        self.last_rx = clock()
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reader thread (idempotent)."""
+        with self._lock:
+            if self._thread is not None or self._stop.is_set():
+                return
+            self._thread = threading.Thread(
+                target=self._run, name=f"sixmm-{self.name}", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the socket and join the thread within ``timeout`` (idempotent; never joins
+        itself when called from a callback on this connection's thread)."""
+        self._stop.set()
+        self._wake.set()
+        transport = self._transport
+        if transport is not None:
+            transport.abort()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if timeout > 0 and thread.is_alive():
+                logger.warning("connection %s did not stop within %.1fs", self.name, timeout)
+
+    def restart(self, reason: str) -> None:
+        """Drop the current socket and reconnect at once (no backoff), e.g. with a new key."""
+        logger.info("connection %s: restarting (%s)", self.name, reason)
+        self._skip_backoff = True
+        self.last_reason = reason
+        self._wake.set()
+        transport = self._transport
+        if transport is not None:
+            transport.abort()
+
+    def fail(self, error: BaseException) -> None:
+        """Stop for good with a terminal error (e.g. rejected credentials): state ``LOST``."""
+        self._terminal = error
+        self._stop.set()
+        self._wake.set()
+        transport = self._transport
+        if transport is not None:
+            transport.abort()
+
+    @property
+    def alive(self) -> bool:
+        """True while the reader thread runs."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    @property
+    def is_open(self) -> bool:
+        """True while a socket is open (subscriptions can be sent)."""
+        return self._transport is not None
+
+    # -- used by sessions and the heartbeat ---------------------------------------------
+
+    def send(self, text: str) -> bool:
+        """Send a text frame if the socket is open; False if it is not (the session replays
+        its desired state on the next connect anyway)."""
+        transport = self._transport
+        if transport is None:
+            return False
+        try:
+            transport.send_text(text)
+        except ConnectionClosed as exc:
+            logger.info("connection %s: %s", self.name, exc)
+            transport.abort()
+            return False
+        return True
+
+    def ping(self) -> None:
+        """Send a websocket-protocol ping (the heartbeat thread calls this)."""
+        transport = self._transport
+        if transport is not None:
+            try:
+                transport.ping()
+            except ConnectionClosed:
+                transport.abort()
+
+    def mark_streaming(self, reason: str) -> None:
+        """The session saw the server accept us (ack or auth): state ``CONNECTED``."""
+        if self.state is ConnState.OPEN:
+            self._set_state(ConnState.STREAMING, reason)
+
+    @property
+    def bytes_in(self) -> int:
+        transport = self._transport
+        return self._bytes_closed + (transport.bytes_in if transport is not None else 0)
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters for ``StreamManager.stats()``."""
+        now = self._clock()
+        return {
+            "state": self.state.name,
+            "messages": self.messages,
+            "bytes": self.bytes_in,
+            "connects": self.connects,
+            "reconnects": self.reconnects,
+            "failed_attempts": self.failed_attempts,
+            "last_frame_age": round(now - self.last_rx, 3),
+            "connected_for": round(now - self.connected_since, 3) if self.connected_since else None,
+            "last_reason": self.last_reason,
+        }
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _set_state(self, new: ConnState, reason: str) -> None:
+        check_transition(self.state, new)
+        self.state = new
+        self.last_reason = reason
+        logger.log(
+            logging.INFO if new is not ConnState.CONNECTING else logging.DEBUG,
+            "connection %s: %s (%s)",
+            self.name,
+            new.value,
+            reason,
+        )
+        try:
+            self._on_state(self, new, reason)
+        except Exception:  # the listener is ours, but never let it kill the reader
+            logger.exception("state listener failed on %s", self.name)
+
+    def _run(self) -> None:
+        attempt = 0
+        reason = "starting"
+        try:
+            while not self._stop.is_set():
+                self._set_state(ConnState.CONNECTING, reason)
+                opened_at: Optional[float] = None
+                try:
+                    transport = Transport.connect(
+                        self.session.url(),
+                        timeout=self._connect_timeout,
+                        ca_certs=self._ca_certs,
+                        max_frame_bytes=self._max_frame,
+                    )
+                except AuthError as exc:
+                    self._terminal = exc
+                    reason = f"credentials rejected: {exc}"
+                    break
+                except (ConnectionLost, SixMMError, OSError) as exc:
+                    reason = f"connect failed: {exc}"
+                    self.failed_attempts += 1
+                else:
+                    reason, opened_at = self._serve(transport)
+                if self._stop.is_set():
+                    break
+                if opened_at is not None and self._clock() - opened_at >= self._stable_after:
+                    attempt = 0
+                if self._skip_backoff:
+                    self._skip_backoff = False
+                    self._set_state(ConnState.BACKOFF, f"{reason}; reconnecting now")
+                    self._wake.clear()
+                    continue
+                if self._backoff.exhausted(attempt):
+                    reason = f"gave up after {attempt} attempts: {reason}"
+                    self._terminal = ConnectionLost(reason)
+                    break
+                delay = self._backoff.delay(attempt)
+                attempt += 1
+                self._set_state(ConnState.BACKOFF, f"{reason}; retry in {delay:.2f}s")
+                self._wake.wait(delay)
+                self._wake.clear()
+                if self._skip_backoff:
+                    self._skip_backoff = False
+        except BaseException as exc:  # a bug in sixmm: log it, never die silently
+            logger.exception("connection %s: reader loop crashed", self.name)
+            reason = f"internal error: {exc!r}"
+            self._terminal = exc
+        finally:
+            terminal = self._terminal
+            if terminal is not None and not isinstance(terminal, (KeyboardInterrupt, SystemExit)):
+                self._report(terminal)
+            if self._terminal is None:
+                reason = "stopped"
+            self._set_state(ConnState.CLOSED, reason)
+
+    def _serve(self, transport: Transport) -> tuple[str, float]:
+        """Run one socket until it ends; return (why it ended, when it opened)."""
+        opened_at = self._clock()
+        self.connects += 1
+        if self.connects > 1:
+            self.reconnects += 1
+        self.connected_since = opened_at
+        self._transport = transport
+        reason = "closed"
+        try:
+            if self._stop.is_set():  # stop() raced with connect: it could not abort us
+                return "stopped", opened_at
+            self._set_state(ConnState.OPEN, "socket open")
+            transport.settimeout(min(1.0, self._stale_after / 4))
+            self.last_rx = self._clock()
+            self.session.on_open(self)
+            reason = self._read_loop(transport)
+        except ConnectionClosed as exc:
+            reason = str(exc)
+        except ProtocolError as exc:
+            reason = f"protocol error: {exc}"
+            self._report(exc)
+        except Exception as exc:
+            logger.exception("connection %s: error while reading", self.name)
+            reason = f"error: {type(exc).__name__}: {exc}"
+        finally:
+            self._transport = None
+            self._bytes_closed += transport.bytes_in
+            self.connected_since = None
+            transport.close()
+            try:
+                self.session.on_closed(self, reason)
+            except Exception:
+                logger.exception("connection %s: session close hook failed", self.name)
+        if self._stop.is_set():
+            reason = "stopped"
+        return reason, opened_at
+
+    def _read_loop(self, transport: Transport) -> str:
+        on_message = self.session.on_message
+        recv = transport.recv
+        clock = self._clock
+        stop = self._stop
+        stale_after = self._stale_after
+        last_bytes = transport.bytes_in
+        while not stop.is_set():
+            try:
+                _opcode, payload = recv()
+            except FrameTimeout:
+                now = clock()
+                if transport.bytes_in != last_bytes:  # a ping/pong or a partial frame arrived
+                    last_bytes = transport.bytes_in
+                    self.last_rx = now
+                elif now - self.last_rx > stale_after:
+                    return f"stale: no frame for {stale_after:.1f}s"
+                continue
+            self.messages += 1
+            on_message(self, payload)
+            if transport.bytes_in != last_bytes:
+                last_bytes = transport.bytes_in
+                self.last_rx = clock()
+        return "stopped"

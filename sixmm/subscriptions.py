@@ -1,0 +1,117 @@
+"""The registry's records: one :class:`Route` per desired topic, and the user's handle to it."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+
+from .errors import SubscriptionError
+
+if TYPE_CHECKING:
+    from .orderbook import OrderBook
+
+__all__ = ["Callback", "Route", "Subscription"]
+
+Callback = Callable[[Any], Any]
+
+
+class Route:
+    """Everything sixmm knows about one desired topic; read by the reader thread per message.
+
+    Callback tuples are replaced, never mutated, so the reader needs no lock to read them.
+    """
+
+    __slots__ = (
+        "bad_payloads",
+        "book",
+        "callbacks",
+        "channel",
+        "conflate",
+        "error",
+        "gap_start",
+        "gaps",
+        "lag_ms",
+        "last_ts",
+        "listeners",
+        "messages",
+        "ready",
+        "resync_at",
+        "session",
+        "topic",
+    )
+
+    def __init__(self, topic: str, channel: Optional[str]) -> None:
+        self.topic = topic
+        self.channel = channel  # None for raw topics outside the known grammar
+        self.callbacks: Tuple[Callback, ...] = ()
+        self.listeners: Tuple[Callback, ...] = ()  # order-book on_update callbacks
+        self.book: Optional[OrderBook] = None
+        # state-like channels: a newer message may replace an unconsumed older one
+        self.conflate = channel in ("ticker", "tickers")
+        self.ready = threading.Event()
+        self.error: Optional[SubscriptionError] = None
+        self.session: Any = None
+        self.messages = 0
+        self.bad_payloads = 0
+        self.last_ts: Optional[int] = None
+        self.lag_ms: Optional[int] = None
+        self.gap_start: Optional[int] = None
+        self.gaps = 0
+        self.resync_at: Optional[float] = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.callbacks and not self.listeners and self.book is None
+
+    def stats(self) -> Dict[str, Any]:
+        return {
+            "messages": self.messages,
+            "bad_payloads": self.bad_payloads,
+            "ready": self.ready.is_set() and self.error is None,
+            "gaps": self.gaps,
+            "last_ts": self.last_ts,
+            "lag_ms": self.lag_ms,
+        }
+
+
+class Subscription:
+    """A handle on one callback's subscription to ``topic``.
+
+    ``wait_ready(timeout)`` blocks until the server acknowledged the subscription (True), the
+    timeout passed (False), or raises :class:`~sixmm.errors.SubscriptionError` if the server
+    refused it. ``unsubscribe()`` removes this callback; the topic itself is unsubscribed when
+    its last callback goes.
+
+    Thread-safety: safe; may be used from any thread, including inside callbacks.
+    """
+
+    __slots__ = ("_callback", "_manager", "_route", "_slot", "topic")
+
+    def __init__(self, manager: Any, route: Route, callback: Optional[Callback], slot: str) -> None:
+        self._manager = manager
+        self._route = route
+        self._callback = callback
+        self._slot = slot
+        self.topic = route.topic
+
+    def wait_ready(self, timeout: Optional[float] = None) -> bool:
+        """True once acknowledged; False on timeout; raises ``SubscriptionError`` if refused."""
+        if not self._route.ready.wait(timeout):
+            return False
+        if self._route.error is not None:
+            raise self._route.error
+        return True
+
+    @property
+    def ready(self) -> bool:
+        """True once the server acknowledged the subscription."""
+        return self._route.ready.is_set() and self._route.error is None
+
+    def unsubscribe(self) -> None:
+        """Stop delivering to this callback (idempotent)."""
+        manager, self._manager = self._manager, None
+        if manager is not None:
+            manager._release(self._route, self._callback, self._slot)
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.topic} ready={self.ready}>"
