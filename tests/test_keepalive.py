@@ -6,9 +6,11 @@ second half runs it against the sandbox exchange over real HTTP on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from typing import Any, Iterator, List, Optional, Tuple, cast
+import time
+from typing import Any, Dict, Iterator, List, Optional, Tuple, cast
 
 import pytest
 
@@ -259,3 +261,114 @@ def test_repr_and_logs_never_show_the_key(fake: FakeRest, caplog: pytest.LogCapt
     )
     for key in keys:
         assert not any(key in line for line in lines), key
+
+
+# ------------------------------------------------------------------- against the sandbox
+
+LISTEN_KEY_PATH = "/v1/private/user/listen-key"
+
+
+def key_calls(sb: Any, method: str) -> List[Dict[str, Any]]:
+    return [
+        c for c in list(sb.rest_calls) if c["path"] == LISTEN_KEY_PATH and c["method"] == method
+    ]
+
+
+def body_key(call: Dict[str, Any]) -> Any:
+    return json.loads(call["body"])["listenKey"]
+
+
+@pytest.fixture
+def sb_rest(sandbox: Any) -> Iterator[RestClient]:
+    with RestClient(
+        base_url=sandbox.rest_url,
+        api_key=str(getattr(sandbox, "api_key", "sandbox-key")),
+        api_secret=str(getattr(sandbox, "api_secret", "sandbox-secret")),
+        retry_backoff=FAST,
+    ) as client:
+        yield client
+
+
+def test_sandbox_renews_on_schedule_and_stop_deletes(sandbox: Any, sb_rest: RestClient) -> None:
+    h = Harness(sb_rest, renew_interval=0.2)
+    started = time.monotonic()
+    key = h.keeper.start()
+    try:
+        assert key in sandbox.listen_keys
+        wait_until(lambda: len([c for c in key_calls(sandbox, "PUT") if c["code"] == 0]) >= 3)
+        assert time.monotonic() - started >= 0.55  # on schedule, not a storm
+        assert {body_key(c) for c in key_calls(sandbox, "PUT")} == {key}
+    finally:
+        h.keeper.stop()
+    deletes = key_calls(sandbox, "DELETE")
+    assert [body_key(c) for c in deletes] == [key] and deletes[0]["code"] == 0
+    assert key not in sandbox.listen_keys
+    assert h.kinds()[0] == "created" and h.kinds()[-1] == "closed"
+
+
+def test_sandbox_failed_renewal_is_retried(sandbox: Any, sb_rest: RestClient) -> None:
+    h = Harness(sb_rest, renew_interval=3600.0)
+    key = h.keeper.start()
+    try:
+        sandbox.fail_next_rest(5002, http_status=503, count=2, message="Service unavailable")
+        h.keeper.renew_now()
+        wait_until(lambda: h.keeper.stats()["renewals"] == 1)
+        assert [c["code"] for c in key_calls(sandbox, "PUT")] == [5002, 5002, 0]
+        assert h.keeper.stats()["renew_failures"] == 2
+        assert h.kinds().count("renew_failed") == 2
+        assert h.keeper.key == key and h.new_keys.snapshot() == []
+    finally:
+        h.keeper.stop()
+
+
+def test_sandbox_expired_key_is_replaced(sandbox: Any, sb_rest: RestClient) -> None:
+    h = Harness(sb_rest, renew_interval=3600.0)
+    old = h.keeper.start()
+    try:
+        sandbox.expire_listen_key(old)
+        h.keeper.key_rejected("private stream refused: listenKey expired")
+        new = wait_until(lambda: h.new_keys.snapshot())[0]
+        assert new != old and h.keeper.key == new
+        assert new in sandbox.listen_keys and old not in sandbox.listen_keys
+        assert "recreated" in h.kinds()
+        h.keeper.renew_now()
+        wait_until(lambda: any(body_key(c) == new for c in key_calls(sandbox, "PUT")))
+    finally:
+        h.keeper.stop()
+    assert new not in sandbox.listen_keys
+
+
+def test_sandbox_bad_credentials_are_fatal_and_bounded(sandbox: Any, sb_rest: RestClient) -> None:
+    h = Harness(sb_rest, renew_interval=0.05)
+    h.keeper.start()
+    sandbox.reject_credentials(True)
+    try:
+        err = wait_until(lambda: h.fatals.snapshot())[0]
+        assert isinstance(err, AuthError)
+        wait_until(lambda: not keeper_thread_alive())
+        h.keeper.renew_now()
+        h.keeper.key_rejected("auth refused")
+        h.keeper.stop()
+        calls = [c for c in list(sandbox.rest_calls) if c["path"] == LISTEN_KEY_PATH]
+        assert [c["method"] for c in calls] == ["POST", "PUT"]  # no retry storm, no DELETE
+        with pytest.raises(AuthError):
+            Harness(sb_rest).keeper.start()
+    finally:
+        sandbox.reject_credentials(False)
+
+
+def test_sandbox_session_logs_no_key(
+    sandbox: Any, sb_rest: RestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        h = Harness(sb_rest, renew_interval=0.05)
+        first = h.keeper.start()
+        wait_until(lambda: h.keeper.stats()["renewals"] >= 1)
+        sandbox.expire_listen_key(first)
+        second = wait_until(lambda: h.new_keys.snapshot())[0]
+        h.keeper.stop()
+    lines = [r.getMessage() for r in caplog.records] + [r for _, r in h.statuses.snapshot()]
+    lines += [repr(h.keeper), repr(sb_rest)]
+    assert any("listen-key" in line for line in lines)
+    for key in (first, second):
+        assert not any(key[:8] in line for line in lines)
