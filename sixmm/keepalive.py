@@ -119,12 +119,17 @@ class ListenKeyKeeper:
             key = self._rest.create_listen_key()
             now = self._clock()
             with self._lock:
-                self._key = key
-                self._last_ok_at = now
-                self._next_renew_at = now + self._interval
-                thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
-                self._thread = thread
-            thread.start()
+                stopped = self._stopped
+                if not stopped:
+                    self._key = key
+                    self._last_ok_at = now
+                    self._next_renew_at = now + self._interval
+                    thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
+                    self._thread = thread
+                    thread.start()  # under the lock: stop() never sees an unstarted thread
+            if stopped:  # stop() ran while the key was being created: do not leak it
+                self._close_quietly(key, "stopped while starting")
+                raise RuntimeError("ListenKeyKeeper was stopped while starting")
             logger.info("listenKey created; renewing every %.0fs", self._interval)
             return key
 

@@ -185,6 +185,36 @@ def test_stop_closes_key_once_and_is_idempotent(fake: FakeRest) -> None:
         h.keeper.start()
 
 
+def test_stop_during_start_leaks_neither_key_nor_thread(fake: FakeRest) -> None:
+    entered, release = threading.Event(), threading.Event()
+    create = fake.create_listen_key
+
+    def slow_create(*, max_retries: Optional[int] = None) -> str:
+        entered.set()
+        release.wait(5)
+        return create()
+
+    fake.create_listen_key = slow_create  # type: ignore[method-assign]
+    h = Harness(fake)
+    errors: List[BaseException] = []
+
+    def starter() -> None:
+        try:
+            h.keeper.start()
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=starter, name="test-starter")
+    t.start()
+    assert entered.wait(5)
+    h.keeper.stop()
+    release.set()
+    t.join(5)
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+    assert fake.ops("close") == ["key-0001-0123456789abcdef"]
+    assert not keeper_thread_alive() and h.keeper.key is None
+
+
 def test_stop_from_inside_a_callback_does_not_deadlock(fake: FakeRest) -> None:
     holder: List[ListenKeyKeeper] = []
     done = threading.Event()
