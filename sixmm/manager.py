@@ -147,10 +147,10 @@ class StreamManager:
     def start(self) -> StreamManager:
         """Connect everything registered so far (idempotent). Returns ``self``."""
         with self._lock:
-            if self._started:
-                return self
             if self._stopping:
                 raise RuntimeError("a stopped StreamManager cannot be restarted; create a new one")
+            if self._started:
+                return self
             self._started = True
             self._dispatcher.start(self._invoker)
             conns = self._connections()
@@ -303,6 +303,7 @@ class StreamManager:
             user = self._user
             routes = dict(self._routes)
         callback_stats = self._invoker.stats()
+        no_calls = {"calls": 0, "errors": 0, "slow": 0, "p50_ms": None, "p99_ms": None}
         connections: Dict[str, Any] = {}
         for session, conn in public:
             connections[conn.name] = {**conn.stats(), **session.stats()}
@@ -311,11 +312,11 @@ class StreamManager:
         topics: Dict[str, Any] = {}
         books: Dict[str, Any] = {}
         for topic, route in routes.items():
-            topics[topic] = {**route.stats(), **callback_stats.get(topic, {})}
+            topics[topic] = {**route.stats(), **callback_stats.get(topic, no_calls)}
             if route.book is not None:
                 books[route.book.symbol] = route.book.stats()
         if user is not None:
-            topics["user"] = {**user[0].route.stats(), **callback_stats.get("user", {})}
+            topics["user"] = {**user[0].route.stats(), **callback_stats.get("user", no_calls)}
         return {
             "state": self._overall_state().value,
             "connections": connections,
@@ -480,8 +481,10 @@ class StreamManager:
             event = StateEvent(state, reason, conn.name)
             self._dispatcher.submit(conn.name, _STATE_TOPIC, (self._on_state,), event, False)
         others = self._connections()
-        if new is ConnState.CLOSED and not self._stopping and all(
-            not c.alive or c is conn for c in others
+        if (
+            new is ConnState.CLOSED
+            and not self._stopping
+            and all(not c.alive or c is conn for c in others)
         ):
             self._done.set()
 

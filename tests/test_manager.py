@@ -1,0 +1,378 @@
+"""StreamManager over real sockets against the sandbox exchange."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, List
+
+import pytest
+
+import sixmm
+from sixmm import (
+    Backoff,
+    CallbackError,
+    ProtocolError,
+    QueueDispatcher,
+    StreamManager,
+    StreamState,
+    SubscriptionError,
+    WorkerDispatcher,
+)
+from sixmm.sandbox import Sandbox
+
+from .helpers import Recorder, wait_until
+
+FAST = {"ping_interval": 0.2, "stale_after": 1.0, "backoff": Backoff(initial=0.05, maximum=0.2)}
+
+
+def subscribed_topics(sb: Sandbox) -> List[str]:
+    topics: List[str] = []
+    for conn in sb.connections:
+        topics.extend(conn.get("topics", []))
+    return sorted(topics)
+
+
+def test_trades_are_typed_and_registered_topics_batched(sandbox: Sandbox) -> None:
+    trades = Recorder()
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+        pass  # an empty manager starts and stops cleanly
+    streams = StreamManager(sandbox.ws_url, **FAST)
+    sub = streams.trades("BTCUSDT", trades)
+    streams.ticker("ETHUSDT", lambda t: None)
+    with streams:
+        assert sub.wait_ready(5)
+        wait_until(lambda: len(trades) >= 3)
+    first = trades.snapshot()[0]
+    assert isinstance(first, sixmm.Trade)
+    assert first.symbol == "BTCUSDT" and first.side in ("BUY", "SELL")
+    assert first.price > 0 and isinstance(first.time, int)
+    subs = [op for op in sandbox.ops if op["op"] == "subscribe"]
+    # both topics registered before start() went out in ONE request
+    assert sorted(subs[0]["args"]) == ["market.ticker.ETHUSDT", "market.trade.BTCUSDT"]
+
+
+def test_several_callbacks_per_topic_and_raw_topic_gets_envelope(sandbox: Sandbox) -> None:
+    a, b, raw = Recorder(), Recorder(), Recorder()
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+        streams.trades("BTCUSDT", a)
+        streams.trades("BTCUSDT", b)
+        streams.subscribe("market.tickers", raw)
+        wait_until(lambda: len(a) >= 2 and len(b) >= 2 and len(raw) >= 1)
+    # tickers is a known channel: the callback gets the list of Ticker of one push
+    assert isinstance(raw.snapshot()[0], list)
+    assert isinstance(raw.snapshot()[0][0], sixmm.Ticker)
+    assert a.snapshot()[:2] == b.snapshot()[:2]
+
+
+def test_drop_reconnects_and_resubscribes_without_user_action(sandbox: Sandbox) -> None:
+    states, gaps, trades = Recorder(), Recorder(), Recorder()
+    with StreamManager(sandbox.ws_url, on_state=states, on_gap=gaps, **FAST) as streams:
+        streams.trades("BTCUSDT", trades)
+        book = streams.order_book("ETHUSDT")
+        assert book.wait_synced(5)
+        assert sandbox.drop_all() >= 1
+        wait_until(lambda: any(s.state is StreamState.SUSPENDED for s in states.snapshot()))
+        assert not book.synced or book.wait_synced(0)  # may already be back
+        wait_until(lambda: states.snapshot()[-1].state is StreamState.CONNECTED)
+        count = len(trades)
+        wait_until(lambda: len(trades) > count + 2)
+        assert book.wait_synced(5)
+        assert streams.stats()["connections"]["public-0"]["reconnects"] == 1
+        wait_until(lambda: {g.topic for g in gaps.snapshot()} >= {"market.trade.BTCUSDT"})
+    assert subscribed_topics(sandbox) == []
+    gap = next(g for g in gaps.snapshot() if g.topic == "market.trade.BTCUSDT")
+    assert gap.start <= gap.end
+    resubs = [op for op in sandbox.ops if op["op"] == "subscribe"]
+    assert len(resubs) >= 2
+    assert sorted(resubs[-1]["args"]) == ["market.depth.ETHUSDT", "market.trade.BTCUSDT"]
+
+
+def test_silent_server_is_detected_within_stale_after(sandbox: Sandbox) -> None:
+    states = Recorder()
+    with StreamManager(sandbox.ws_url, on_state=states, **FAST) as streams:
+        streams.trades("BTCUSDT", lambda t: None).wait_ready(5)
+        wait_until(lambda: streams.state is StreamState.CONNECTED)
+        sandbox.go_silent()
+        started = time.monotonic()
+        wait_until(lambda: any("stale" in s.reason for s in states.snapshot()), timeout=5)
+        assert time.monotonic() - started < 1.0 + 1.5  # stale_after + one read timeout + slack
+        sandbox.resume()
+        wait_until(lambda: states.snapshot()[-1].state is StreamState.CONNECTED, timeout=5)
+
+
+def test_heartbeat_sends_ping_ops(sandbox: Sandbox) -> None:
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+        streams.trades("BTCUSDT", lambda t: None).wait_ready(5)
+        wait_until(lambda: any(op["op"] == "ping" for op in sandbox.ops), timeout=3)
+        assert streams.stats()["heartbeat"]["pings_sent"] >= 1
+
+
+def test_malformed_frames_are_reported_and_the_stream_goes_on(sandbox: Sandbox) -> None:
+    errors, trades = Recorder(), Recorder()
+    with StreamManager(sandbox.ws_url, on_error=errors, **FAST) as streams:
+        streams.trades("BTCUSDT", trades).wait_ready(5)
+        sandbox.send_malformed("{not json", count=1)
+        sandbox.send_malformed('["a", "list"]', count=1)
+        wait_until(lambda: len(errors) >= 2)
+        count = len(trades)
+        wait_until(lambda: len(trades) > count + 2)
+        stats = streams.stats()["connections"]["public-0"]
+    assert all(isinstance(e, ProtocolError) for e in errors.snapshot())
+    assert stats["malformed"] >= 2
+    assert stats["reconnects"] == 0
+
+
+def test_push_for_unknown_topic_is_counted_and_not_dispatched(sandbox: Sandbox) -> None:
+    errors, seen = Recorder(), Recorder()
+    with StreamManager(sandbox.ws_url, on_error=errors, **FAST) as streams:
+        streams.trades("BTCUSDT", seen).wait_ready(5)
+        sandbox.send_malformed(
+            '{"topic":"market.trade.ETHUSDT","event":"data","ts":1,'
+            '"data":[{"symbol":"ETHUSDT","tradeId":"1","price":"1","quantity":"1",'
+            '"side":"BUY","time":1}]}'
+        )
+        wait_until(lambda: len(errors) >= 1)
+        assert streams.stats()["connections"]["public-0"]["unknown_topic"] == 1
+    assert "not subscribed" in str(errors.snapshot()[0])
+    assert all(t.symbol == "BTCUSDT" for t in seen.snapshot())
+
+
+def test_raising_callback_is_isolated(sandbox: Sandbox) -> None:
+    errors, good = Recorder(), Recorder()
+    calls: List[int] = []
+
+    def bad(trade: Any) -> None:
+        calls.append(1)
+        raise RuntimeError("boom")
+
+    with StreamManager(sandbox.ws_url, on_error=errors, **FAST) as streams:
+        streams.trades("BTCUSDT", bad)
+        streams.trades("BTCUSDT", good)
+        wait_until(lambda: len(calls) >= 3 and len(good) >= 3)
+        stats = streams.stats()["topics"]["market.trade.BTCUSDT"]
+    err = errors.snapshot()[0]
+    assert isinstance(err, CallbackError)
+    assert err.topic == "market.trade.BTCUSDT"
+    assert isinstance(err.__cause__, RuntimeError)
+    assert stats["errors"] >= 3
+
+
+def test_failed_subscribe_raises_and_is_not_retried(sandbox: Sandbox) -> None:
+    errors = Recorder()
+    sandbox.reject_next_subscribe("market.trade.SOLUSDT", message="not allowed")
+    with StreamManager(sandbox.ws_url, on_error=errors, **FAST) as streams:
+        ok = streams.trades("BTCUSDT", lambda t: None)
+        assert ok.wait_ready(5)
+        bad = streams.trades("SOLUSDT", lambda t: None)
+        with pytest.raises(SubscriptionError) as info:
+            bad.wait_ready(5)
+        assert info.value.topic == "market.trade.SOLUSDT"
+        assert "not allowed" in str(info.value)
+        wait_until(lambda: any(isinstance(e, SubscriptionError) for e in errors.snapshot()))
+        sandbox.drop_all()
+        wait_until(lambda: len([o for o in sandbox.ops if o["op"] == "subscribe"]) >= 3)
+        last = [o for o in sandbox.ops if o["op"] == "subscribe"][-1]
+        assert last["args"] == ["market.trade.BTCUSDT"]
+
+
+def test_unknown_symbol_is_refused_by_server(sandbox: Sandbox) -> None:
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+        sub = streams.trades("NOPEUSDT", lambda t: None)
+        with pytest.raises(SubscriptionError):
+            sub.wait_ready(5)
+
+
+def test_bad_topics_are_rejected_locally() -> None:
+    streams = StreamManager("ws://127.0.0.1:1/ws")
+    with pytest.raises(ValueError):
+        streams.klines("BTCUSDT", "7m", print)
+    with pytest.raises(ValueError):
+        streams.trades("btc usdt", print)
+    with pytest.raises(ValueError):
+        streams.subscribe("user.123", print)
+    with pytest.raises(ValueError):
+        StreamManager("ws://example.com/ws")  # plain ws:// only to loopback
+    StreamManager("ws://example.com/ws", allow_insecure=True)
+    with pytest.raises(ValueError):
+        StreamManager("http://127.0.0.1/ws")
+
+
+def test_unsubscribe_stops_delivery(sandbox: Sandbox) -> None:
+    trades, other = Recorder(), Recorder()
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+        sub = streams.trades("BTCUSDT", trades)
+        streams.trades("ETHUSDT", other).wait_ready(5)
+        assert sub.wait_ready(5)
+        wait_until(lambda: len(trades) >= 1)
+        sub.unsubscribe()
+        sub.unsubscribe()  # idempotent
+        wait_until(lambda: any(o["op"] == "unsubscribe" for o in sandbox.ops))
+        count = len(trades)
+        sandbox.burst("BTCUSDT", 50)
+        sandbox.burst("ETHUSDT", 50)
+        wait_until(lambda: len(other) >= 50)
+        assert len(trades) == count
+        assert "market.trade.BTCUSDT" not in subscribed_topics(sandbox)
+
+
+def test_subscribe_from_inside_a_callback(sandbox: Sandbox) -> None:
+    eth = Recorder()
+    done = threading.Event()
+
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+
+        def on_btc(trade: Any) -> None:
+            if not done.is_set():
+                done.set()
+                streams.trades("ETHUSDT", eth)
+
+        streams.trades("BTCUSDT", on_btc)
+        wait_until(lambda: len(eth) >= 1)
+
+
+def test_queue_dispatcher_runs_callbacks_only_on_the_draining_thread(sandbox: Sandbox) -> None:
+    inbox = QueueDispatcher(conflate=True)
+    trades, tickers = Recorder(), Recorder()
+    with StreamManager(sandbox.ws_url, dispatcher=inbox, **FAST) as streams:
+        streams.trades("BTCUSDT", trades)
+        streams.ticker("BTCUSDT", tickers)
+        wait_until(lambda: inbox.stats()["depth"] >= 3)
+        assert len(trades) == 0  # nothing runs until the owner drains
+        deadline = time.monotonic() + 5
+        while (len(trades) < 3 or len(tickers) < 1) and time.monotonic() < deadline:
+            inbox.drain()
+            time.sleep(0.01)
+    me = threading.current_thread().name
+    assert set(trades.threads) == {me} and set(tickers.threads) == {me}
+
+
+def test_worker_dispatcher_keeps_reader_free_of_user_code(sandbox: Sandbox) -> None:
+    trades = Recorder()
+    with StreamManager(sandbox.ws_url, dispatcher=WorkerDispatcher(), **FAST) as streams:
+        streams.trades("BTCUSDT", trades)
+        wait_until(lambda: len(trades) >= 5)
+    assert all(name.startswith("sixmm-worker") for name in trades.threads)
+    ids = [int(t.trade_id) for t in trades.snapshot()]
+    assert ids == sorted(ids)  # order per connection kept
+
+
+def test_topics_are_sharded_across_connections(sandbox: Sandbox) -> None:
+    got = Recorder()
+    with StreamManager(sandbox.ws_url, max_topics_per_connection=2, **FAST) as streams:
+        for interval in ("1m", "5m", "15m", "30m", "1h"):
+            streams.klines("BTCUSDT", interval, got)
+        wait_until(lambda: len(sandbox.connections) == 3)
+        wait_until(lambda: {k.interval for k in got.snapshot()} >= {"1m", "5m", "15m", "30m", "1h"})
+        assert sorted(streams.stats()["connections"]) == ["public-0", "public-1", "public-2"]
+        assert all(len(c["topics"]) <= 2 for c in sandbox.connections)
+
+
+def test_many_threads_subscribing_and_unsubscribing_while_streaming(sandbox: Sandbox) -> None:
+    errors = Recorder()
+    topics = [f"market.kline.{s}.{i}" for s in ("BTCUSDT", "ETHUSDT") for i in ("1m", "5m", "1h")]
+    with StreamManager(sandbox.ws_url, on_error=errors, **FAST) as streams:
+        keep = streams.trades("BTCUSDT", lambda t: None)
+        assert keep.wait_ready(5)
+
+        def churn(seed: int) -> None:
+            for n in range(30):
+                sub = streams.subscribe(topics[(seed + n) % len(topics)], lambda k: None)
+                if n % 3:
+                    sub.unsubscribe()
+
+        threads = [threading.Thread(target=churn, args=(i,), name=f"churn-{i}") for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        desired = sorted(streams.stats()["topics"])
+        wait_until(lambda: subscribed_topics(sandbox) == desired, timeout=10)
+    assert not [e for e in errors.snapshot() if not isinstance(e, ProtocolError)]
+
+
+def test_stop_is_idempotent_and_safe_from_a_callback(sandbox: Sandbox) -> None:
+    stopped = threading.Event()
+    streams = StreamManager(sandbox.ws_url, **FAST)
+
+    def on_trade(trade: Any) -> None:
+        streams.stop()
+        stopped.set()
+
+    streams.trades("BTCUSDT", on_trade)
+    streams.start()
+    assert stopped.wait(5)
+    assert streams.wait(5)
+    streams.stop()
+    streams.stop()
+    with pytest.raises(RuntimeError):
+        streams.start()
+
+
+def test_stop_from_a_worker_callback(sandbox: Sandbox) -> None:
+    stopped = threading.Event()
+    streams = StreamManager(sandbox.ws_url, dispatcher=WorkerDispatcher(), **FAST)
+
+    def on_trade(trade: Any) -> None:
+        streams.stop()
+        stopped.set()
+
+    streams.trades("BTCUSDT", on_trade)
+    streams.start()
+    assert stopped.wait(5)
+    assert streams.wait(5)
+
+
+def test_max_attempts_exhausted_means_lost() -> None:
+    states, errors = Recorder(), Recorder()
+    backoff = Backoff(initial=0.01, maximum=0.02, max_attempts=2)
+    streams = StreamManager(
+        "ws://127.0.0.1:9/ws", backoff=backoff, on_state=states, on_error=errors
+    )
+    streams.trades("BTCUSDT", lambda t: None)
+    with streams:
+        assert streams.wait(5)  # returns once every connection is lost for good
+    assert states.snapshot()[-1].state is StreamState.LOST
+    assert "gave up" in states.snapshot()[-1].reason
+    assert any(isinstance(e, sixmm.ConnectionLost) for e in errors.snapshot())
+
+
+def test_slow_callback_is_reported(sandbox: Sandbox) -> None:
+    def slow(trade: Any) -> None:
+        time.sleep(0.06)
+
+    with StreamManager(sandbox.ws_url, slow_callback=0.05, **FAST) as streams:
+        streams.trades("BTCUSDT", slow)
+        wait_until(lambda: streams.stats()["topics"]["market.trade.BTCUSDT"].get("slow", 0) >= 1)
+
+
+def test_long_inline_callback_is_not_mistaken_for_a_silent_server(sandbox: Sandbox) -> None:
+    states = Recorder()
+    blocked = threading.Event()
+
+    def sleepy(trade: Any) -> None:
+        if not blocked.is_set():
+            blocked.set()
+            time.sleep(2.0)  # twice stale_after, while the server keeps talking
+
+    with StreamManager(sandbox.ws_url, on_state=states, **FAST) as streams:
+        streams.trades("BTCUSDT", sleepy)
+        assert blocked.wait(5)
+        wait_until(lambda: streams.stats()["topics"]["market.trade.BTCUSDT"]["calls"] >= 5)
+        assert streams.stats()["connections"]["public-0"]["reconnects"] == 0
+    assert not any("stale" in s.reason for s in states.snapshot())
+
+
+def test_stats_shape(sandbox: Sandbox) -> None:
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+        streams.trades("BTCUSDT", lambda t: None)
+        streams.order_book("BTCUSDT").wait_synced(5)
+        stats = streams.stats()
+    conn = stats["connections"]["public-0"]
+    for key in ("state", "messages", "bytes", "reconnects", "last_frame_age"):
+        assert key in conn
+    topic = stats["topics"]["market.trade.BTCUSDT"]
+    for key in ("messages", "errors", "p50_ms", "p99_ms"):
+        assert key in topic
+    assert stats["books"]["BTCUSDT"]["synced"] is True
+    assert "depth" in stats["dispatcher"]
