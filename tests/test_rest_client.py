@@ -111,6 +111,9 @@ def test_signed_get_with_params(sandbox: Any, rest: RestClient) -> None:
     assert "&signature=" in call["query"]
     assert header(call, "X-API-KEY") == api_key(sandbox)
     assert len(header(call, "X-Request-ID")) == 32
+    rest.request("GET", "/v1/private/order/current?symbol=BTCUSDT")  # an inline query works too
+    call = calls(sandbox, "/v1/private/order/current")[-1]
+    assert call["code"] == 0 and call["query"].startswith("symbol=BTCUSDT&timestamp=")
 
 
 def test_signed_post_and_delete_with_body(sandbox: Any, rest: RestClient) -> None:

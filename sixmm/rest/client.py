@@ -284,7 +284,8 @@ class RestClient:
                 raise AuthError(None, f"{method} {path} needs credentials (api key or token)")
             if self._closed.is_set():
                 raise ConnectionLost(f"{method} {path}: RestClient is closed")
-            query = _encode_query(params)
+            path, _, inline_query = path.partition("?")
+            query = "&".join(q for q in (inline_query, _encode_query(params)) if q)
             raw_body = _encode_body(body)
             return self._call(method, path, query, raw_body, signed, retries, body)
         except Exception:
