@@ -1,0 +1,154 @@
+"""``python -m sixmm.sandbox``: run the local 6MM exchange in the foreground.
+
+Prints one banner line, then serves until Ctrl-C or SIGTERM (exit status 0). With
+``--control`` (or when stdin is a terminal) it reads fault-injection commands from stdin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Callable, Dict, List, Optional
+
+from .sandbox import Sandbox
+from .wire import DEPTH_STYLES
+
+COMMANDS = """\
+control commands (one per line on stdin, with --control or a terminal):
+  drop                    abort every WebSocket connection
+  silent [SECONDS]        stop sending/answering (until 'resume' if no SECONDS)
+  resume                  end silence
+  gap SYMBOL [N]          next depth update of SYMBOL skips N versions (default 1)
+  cross SYMBOL            send one crossed depth update
+  malformed [TEXT]        send garbage frames (or TEXT) to every connection
+  reject-sub [TOPIC]      reject the next subscribe (naming TOPIC)
+  expire [KEY]            expire one or every listenKey
+  reject-auth on|off      reject credentials
+  skew MS                 server clock skew in milliseconds
+  fail-rest CODE [HTTP]   fail the next REST call
+  pause | unpause | step [N]   freeze / unfreeze / advance the market
+  user [EVENT_TYPE]       push a private event
+  burst SYMBOL N          publish N trades back to back
+  status                  show connections and listenKeys
+  quit                    stop the sandbox"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sixmm.sandbox",
+        description="Run the local 6MM exchange sandbox (REST + WebSocket on one port).",
+        epilog=COMMANDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--port", type=int, default=8765, help="port to listen on (0 = any free)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind")
+    p.add_argument("--seed", type=int, default=0, help="market random seed")
+    p.add_argument("--depth-style", default="doc", choices=DEPTH_STYLES, help="depth wire variant")
+    p.add_argument("--tick-interval", type=float, default=0.02, help="market tick period (s)")
+    p.add_argument("--user-event-interval", type=float, default=1.0, help="0 disables")
+    p.add_argument("--listen-key-ttl", type=float, default=3600.0, help="listenKey TTL (s)")
+    p.add_argument("--no-quirks", action="store_true", help="no stale/overlapping depth quirks")
+    p.add_argument("--control", action="store_true", help="read control commands from stdin")
+    return p
+
+
+def _commands(sb: Sandbox, out: Callable[[str], None]) -> Dict[str, Callable[[List[str]], None]]:
+    def opt(args: List[str], i: int) -> Optional[str]:
+        return args[i] if len(args) > i else None
+
+    def status(args: List[str]) -> None:
+        out(f"connections: {sb.connections}")
+        out(f"listenKeys: {len(sb.listen_keys)}")
+
+    return {
+        "drop": lambda a: out(f"dropped {sb.drop_all()}"),
+        "silent": lambda a: sb.go_silent(float(a[0]) if a else None),
+        "resume": lambda a: sb.resume(),
+        "gap": lambda a: sb.skip_versions(a[0], int(a[1]) if len(a) > 1 else 1),
+        "cross": lambda a: sb.cross_book(a[0]),
+        "malformed": lambda a: sb.send_malformed(" ".join(a) if a else None),
+        "reject-sub": lambda a: sb.reject_next_subscribe(opt(a, 0)),
+        "expire": lambda a: sb.expire_listen_key(opt(a, 0)),
+        "reject-auth": lambda a: sb.reject_credentials(not a or a[0] != "off"),
+        "skew": lambda a: sb.set_clock_skew(int(a[0])),
+        "fail-rest": lambda a: sb.fail_next_rest(int(a[0]), int(a[1]) if len(a) > 1 else 200),
+        "pause": lambda a: sb.pause_market(),
+        "unpause": lambda a: sb.resume_market(),
+        "step": lambda a: sb.step(int(a[0]) if a else 1),
+        "user": lambda a: out(str(sb.push_user_event(a[0] if a else "ORDER_TRADE_UPDATE"))),
+        "burst": lambda a: sb.burst(a[0], int(a[1])),
+        "status": status,
+    }
+
+
+def _control_loop(sb: Sandbox, done: threading.Event) -> None:
+    def out(text: str) -> None:
+        print(text, flush=True)
+
+    table = _commands(sb, out)
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        if words[0] in ("quit", "exit"):
+            break
+        fn = table.get(words[0])
+        if fn is None:
+            out(f"unknown command {words[0]!r}; see --help")
+            continue
+        try:
+            fn(words[1:])
+            out("ok")
+        except (IndexError, ValueError, KeyError) as exc:
+            out(f"error: {exc!r}")
+    done.set()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    sb = Sandbox(
+        port=args.port,
+        seed=args.seed,
+        host=args.host,
+        depth_style=args.depth_style,
+        tick_interval=args.tick_interval,
+        user_event_interval=args.user_event_interval,
+        listen_key_ttl=args.listen_key_ttl,
+        depth_quirks=not args.no_quirks,
+    )
+    try:
+        sb.start()
+    except RuntimeError as exc:
+        print(f"sixmm sandbox: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(
+            f"sixmm sandbox: ws={sb.ws_url} rest={sb.rest_url} "
+            f"api_key={sb.api_key} api_secret={sb.api_secret} (Ctrl-C to stop)",
+            flush=True,
+        )
+        if args.control or sys.stdin.isatty():
+            # daemon: a blocking stdin read must not keep the process alive after Ctrl-C
+            threading.Thread(
+                target=_control_loop, args=(sb, done), name="sixmm-sandbox-control", daemon=True
+            ).start()
+        while not done.wait(0.5):
+            pass
+    finally:
+        sb.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
