@@ -1,0 +1,675 @@
+"""Typed models of 6MM payloads (PROTOCOL.md §4, §5): frozen attrs classes built by ``from_wire``.
+
+Conventions for every model:
+
+- prices and quantities are :class:`~decimal.Decimal`, converted from the exact wire strings
+  (a JSON number is accepted via ``Decimal(str(x))``); they must be finite. Quantities must
+  be >= 0.
+- times are int milliseconds (a digit string is accepted).
+- ``raw`` keeps the wire dict (excluded from ``repr`` and ``==``); unknown fields are ignored.
+- a missing optional field is ``None``; a missing or bad required field, or a bad optional
+  one, raises :class:`~sixmm.errors.ProtocolError` naming the model and the field.
+
+Field names [assumed, PROTOCOL.md §4.2 and §5]: the documented/REST names are read first;
+the aliases listed on each model (in brackets) are tolerated as variants.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import attrs
+
+from sixmm.errors import ProtocolError
+from sixmm.protocol.depth import DepthMsg, parse_depth
+from sixmm.protocol.events import PrivatePush, Push
+
+__all__ = [
+    "AccountUpdate",
+    "Balance",
+    "DepthUpdate",
+    "Kline",
+    "OrderUpdate",
+    "Position",
+    "Ticker",
+    "Trade",
+    "UserEvent",
+    "convert",
+    "user_event",
+]
+
+_MAX_EXPONENT = 100  # |adjusted exponent| above this is not a price or a size
+_MISSING = object()
+
+# --------------------------------------------------------------------------- converters
+
+
+def _get(data: Dict[str, Any], keys: Tuple[str, ...]) -> Any:
+    """The first non-None value among ``keys`` (None when none is present)."""
+    for key in keys:
+        value = data.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def _dec(value: Any, model: str, field: str, non_negative: bool = False) -> Decimal:
+    t = type(value)
+    try:
+        if t is str:
+            number = Decimal(value) if len(value) <= 100 else Decimal("NaN")
+        elif t is int:
+            number = Decimal(value)
+        elif t is float:
+            number = Decimal(repr(value))
+        elif t is Decimal:
+            number = value
+        else:
+            raise ProtocolError(
+                f"{model}.{field} must be a decimal string, got {type(value).__name__}"
+            )
+    except InvalidOperation:
+        raise ProtocolError(f"{model}.{field} is not a number: {value!r:.40}") from None
+    if not number.is_finite() or abs(number.adjusted()) > _MAX_EXPONENT:
+        raise ProtocolError(f"{model}.{field} must be a finite number, got {value!r:.40}")
+    if non_negative and number < 0:
+        raise ProtocolError(f"{model}.{field} must be >= 0, got {value!r:.40}")
+    return number
+
+
+def _opt_dec(value: Any, model: str, field: str, non_negative: bool = False) -> Optional[Decimal]:
+    if value is None or value == "":
+        return None
+    return _dec(value, model, field, non_negative)
+
+
+def _req(value: Any, model: str, field: str) -> Any:
+    if value is None:
+        raise ProtocolError(f"{model}.{field} is missing")
+    return value
+
+
+def _opt_int(value: Any, model: str, field: str) -> Optional[int]:
+    t = type(value)
+    if t is int:
+        return value  # type: ignore[no-any-return]
+    if value is None:
+        return None
+    if t is str and 0 < len(value) <= 20 and value.isascii() and value.isdigit():
+        return int(value)
+    if t is float and math.isfinite(value) and value.is_integer():
+        return int(value)
+    raise ProtocolError(f"{model}.{field} must be an integer (ms), got {value!r:.40}")
+
+
+def _int(value: Any, model: str, field: str) -> int:
+    result = _opt_int(value, model, field)
+    if result is None:
+        raise ProtocolError(f"{model}.{field} is missing")
+    return result
+
+
+def _opt_str(value: Any, model: str, field: str) -> Optional[str]:
+    t = type(value)
+    if t is str or value is None:
+        return value  # type: ignore[no-any-return]
+    if t is int:  # large ids may come as numbers
+        return str(value)
+    raise ProtocolError(f"{model}.{field} must be a string, got {type(value).__name__}")
+
+
+def _str(value: Any, model: str, field: str) -> str:
+    result = _opt_str(value, model, field)
+    if not result:
+        raise ProtocolError(f"{model}.{field} is missing")
+    return result
+
+
+def _opt_upper(value: Any, model: str, field: str) -> Optional[str]:
+    if type(value) is str:
+        return value.upper()
+    if value is None:
+        return None
+    raise ProtocolError(f"{model}.{field} must be a string, got {type(value).__name__}")
+
+
+def _opt_bool(value: Any, model: str, field: str) -> Optional[bool]:
+    if value is None or value is True or value is False:
+        return value
+    if value == "true" or value == "false":
+        return bool(value == "true")
+    raise ProtocolError(f"{model}.{field} must be a boolean, got {value!r:.40}")
+
+
+def _obj(data: Any, model: str) -> Dict[str, Any]:
+    if type(data) is not dict:
+        raise ProtocolError(f"{model} payload must be an object, got {type(data).__name__}")
+    return data
+
+
+# --------------------------------------------------------------------------- public data
+
+
+@attrs.frozen(slots=True)
+class Trade:
+    """One trade of ``market.trade.{symbol}``.
+
+    Wire: ``symbol, price, quantity, side, tradeId, time`` [aliases: ``p``; ``qty``, ``q``;
+    ``id``, ``t``; ``ts``, ``timestamp``, ``T``]. ``side`` is upper-cased (``BUY``/``SELL``);
+    ``trade_id`` is a string. Required: symbol (or the topic's), price, quantity.
+
+    Thread-safety: immutable; share freely.
+    """
+
+    symbol: str
+    price: Decimal
+    quantity: Decimal
+    side: Optional[str]
+    trade_id: Optional[str]
+    time: Optional[int]
+    raw: Dict[str, Any] = attrs.field(repr=False, eq=False)
+
+    @classmethod
+    def from_wire(cls, data: Any, symbol: Optional[str] = None) -> Trade:
+        """Build from one trade object; ``symbol`` is the fallback (from the topic)."""
+        d = _obj(data, "Trade")
+        return cls(
+            _str(_get(d, ("symbol", "s")) or symbol, "Trade", "symbol"),
+            _dec(_req(_get(d, ("price", "p")), "Trade", "price"), "Trade", "price"),
+            _dec(
+                _req(_get(d, ("quantity", "qty", "q")), "Trade", "quantity"),
+                "Trade",
+                "quantity",
+                non_negative=True,
+            ),
+            _opt_upper(d.get("side"), "Trade", "side"),
+            _opt_str(_get(d, ("tradeId", "id", "t")), "Trade", "tradeId"),
+            _opt_int(_get(d, ("time", "ts", "timestamp", "T")), "Trade", "time"),
+            d,
+        )
+
+
+@attrs.frozen(slots=True)
+class Kline:
+    """One kline (candle) of ``market.kline.{symbol}.{interval}``.
+
+    Wire: ``symbol, interval, openTime, open, high, low, close, volume, closeTime`` and
+    ``closed``/``isFinal`` [aliases: ``s, i, t, o, h, l, c, v, T, x``]. ``closed`` is None
+    when the wire does not say. Required: symbol and interval (or the topic's), open_time,
+    open, high, low, close, volume.
+
+    Thread-safety: immutable; share freely.
+    """
+
+    symbol: str
+    interval: str
+    open_time: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    close_time: Optional[int]
+    closed: Optional[bool]
+    raw: Dict[str, Any] = attrs.field(repr=False, eq=False)
+
+    @classmethod
+    def from_wire(
+        cls, data: Any, symbol: Optional[str] = None, interval: Optional[str] = None
+    ) -> Kline:
+        """Build from one kline object; ``symbol``/``interval`` are fallbacks (the topic's)."""
+        d = _obj(data, "Kline")
+        m = "Kline"
+
+        def price(keys: Tuple[str, ...]) -> Decimal:
+            return _dec(_req(_get(d, keys), m, keys[0]), m, keys[0])
+
+        closed = d.get("closed")
+        if closed is None:
+            closed = _get(d, ("isFinal", "x"))
+        return cls(
+            _str(_get(d, ("symbol", "s")) or symbol, m, "symbol"),
+            _str(_get(d, ("interval", "i")) or interval, m, "interval"),
+            _int(_get(d, ("openTime", "t")), m, "openTime"),
+            price(("open", "o")),
+            price(("high", "h")),
+            price(("low", "l")),
+            price(("close", "c")),
+            _dec(_req(_get(d, ("volume", "v")), m, "volume"), m, "volume", non_negative=True),
+            _opt_int(_get(d, ("closeTime", "T")), m, "closeTime"),
+            _opt_bool(closed, m, "closed"),
+            d,
+        )
+
+
+@attrs.frozen(slots=True)
+class Ticker:
+    """A ticker summary (``market.ticker.{symbol}``; ``market.tickers`` carries a list).
+
+    Wire: ``symbol, lastPrice, open, high, low, volume, quoteVolume, priceChange,
+    priceChangePercent, markPrice, indexPrice, fundingRate`` [aliases: ``last``;
+    ``openPrice``, ``highPrice``, ``lowPrice``]. Only the symbol is required.
+
+    Thread-safety: immutable; share freely.
+    """
+
+    symbol: str
+    last_price: Optional[Decimal]
+    open: Optional[Decimal]
+    high: Optional[Decimal]
+    low: Optional[Decimal]
+    volume: Optional[Decimal]
+    quote_volume: Optional[Decimal]
+    price_change: Optional[Decimal]
+    price_change_percent: Optional[Decimal]
+    mark_price: Optional[Decimal]
+    index_price: Optional[Decimal]
+    funding_rate: Optional[Decimal]
+    raw: Dict[str, Any] = attrs.field(repr=False, eq=False)
+
+    @classmethod
+    def from_wire(cls, data: Any, symbol: Optional[str] = None) -> Ticker:
+        """Build from one ticker object; ``symbol`` is the fallback (the topic's)."""
+        d = _obj(data, "Ticker")
+        m = "Ticker"
+        return cls(
+            _str(_get(d, ("symbol", "s")) or symbol, m, "symbol"),
+            _opt_dec(_get(d, ("lastPrice", "last")), m, "lastPrice"),
+            _opt_dec(_get(d, ("open", "openPrice")), m, "open"),
+            _opt_dec(_get(d, ("high", "highPrice")), m, "high"),
+            _opt_dec(_get(d, ("low", "lowPrice")), m, "low"),
+            _opt_dec(d.get("volume"), m, "volume"),
+            _opt_dec(d.get("quoteVolume"), m, "quoteVolume"),
+            _opt_dec(d.get("priceChange"), m, "priceChange"),
+            _opt_dec(d.get("priceChangePercent"), m, "priceChangePercent"),
+            _opt_dec(d.get("markPrice"), m, "markPrice"),
+            _opt_dec(d.get("indexPrice"), m, "indexPrice"),
+            _opt_dec(d.get("fundingRate"), m, "fundingRate"),
+            d,
+        )
+
+
+Level = Tuple[Decimal, Decimal]
+
+
+@attrs.frozen(slots=True)
+class DepthUpdate:
+    """One ``market.depth.{symbol}`` message (what a ``depth()`` callback receives).
+
+    ``kind`` is ``"snapshot"``, ``"update"`` or None (the wire did not say); versions per
+    PROTOCOL.md §4.1 (``prev_version`` from ``prevEndVersion``/``lastEndVersion``); ``bids``
+    and ``asks`` are ``(price, quantity)`` in wire order, quantity 0 meaning "remove"; ``ts``
+    is the envelope's. Validation is :func:`sixmm.protocol.depth.parse_depth`'s.
+
+    Thread-safety: immutable; share freely.
+    """
+
+    symbol: Optional[str]
+    kind: Optional[str]
+    start_version: Optional[int]
+    end_version: Optional[int]
+    prev_version: Optional[int]
+    bids: Tuple[Level, ...]
+    asks: Tuple[Level, ...]
+    ts: Optional[int]
+    raw: Any = attrs.field(repr=False, eq=False)
+
+    @classmethod
+    def from_wire(
+        cls,
+        data: Any,
+        snapshot_hint: bool = False,
+        ts: Optional[int] = None,
+        symbol: Optional[str] = None,
+    ) -> DepthUpdate:
+        """Validate ``data`` (a depth push's payload) and build; ``symbol`` is the fallback."""
+        return cls.from_depth_msg(parse_depth(data, snapshot_hint), ts=ts, symbol=symbol, raw=data)
+
+    @classmethod
+    def from_depth_msg(
+        cls,
+        msg: DepthMsg,
+        *,
+        ts: Optional[int] = None,
+        symbol: Optional[str] = None,
+        raw: Any = None,
+    ) -> DepthUpdate:
+        """Build from an already validated :class:`~sixmm.protocol.depth.DepthMsg`."""
+        return cls(
+            msg.symbol or symbol,
+            msg.kind,
+            msg.start,
+            msg.end,
+            msg.prev,
+            tuple((Decimal(p), Decimal(q)) for p, q in msg.bids),
+            tuple((Decimal(p), Decimal(q)) for p, q in msg.asks),
+            ts,
+            raw,
+        )
+
+
+# --------------------------------------------------------------------------- private data
+
+
+def _merged(data: Dict[str, Any], nested: Tuple[str, ...]) -> Dict[str, Any]:
+    """[assumed] Fields may sit in a nested object (``{"order": {...}}``): merge it in."""
+    for key in nested:
+        inner = data.get(key)
+        if type(inner) is dict:
+            return {**data, **inner}
+    return data
+
+
+@attrs.frozen(slots=True)
+class OrderUpdate:
+    """An ``ORDER_TRADE_UPDATE`` private event (new, amend, trade, cancel).
+
+    Wire (PROTOCOL.md §5; WS names differ from REST): ``symbol, orderId, clientOrderId, side,
+    positionSide, orderType, timeInForce, orderStatus, price, quantity, filledQuantity,
+    avgPrice, lastFilledPrice, lastFilledQuantity, updateTime, eventTime`` [aliases:
+    ``status`` (the REST name); ``type``; ``origQty``; ``executedQty``, ``filledQty``,
+    ``cumQty``; ``averagePrice``; ``lastFilledQty``; ``E``; fields nested under ``order`` or
+    ``o`` are merged in]. ``event_time`` falls back to the envelope's ``ts``. Required:
+    symbol, order_id. Enum values are upper-cased strings, not checked against a list.
+
+    Thread-safety: immutable; share freely.
+    """
+
+    symbol: str
+    order_id: str
+    client_order_id: Optional[str]
+    side: Optional[str]
+    position_side: Optional[str]
+    order_type: Optional[str]
+    time_in_force: Optional[str]
+    order_status: Optional[str]
+    price: Optional[Decimal]
+    quantity: Optional[Decimal]
+    filled_quantity: Optional[Decimal]
+    avg_price: Optional[Decimal]
+    last_filled_price: Optional[Decimal]
+    last_filled_quantity: Optional[Decimal]
+    update_time: Optional[int]
+    event_time: Optional[int]
+    raw: Dict[str, Any] = attrs.field(repr=False, eq=False)
+
+    @classmethod
+    def from_wire(cls, data: Any, ts: Optional[int] = None) -> OrderUpdate:
+        """Build from the ``data`` of a private push; ``ts`` is the envelope's."""
+        m = "OrderUpdate"
+        d = _merged(_obj(data, m), ("order", "o"))
+        event_time = _opt_int(_get(d, ("eventTime", "E")), m, "eventTime")
+        return cls(
+            _str(_get(d, ("symbol", "s")), m, "symbol"),
+            _str(_get(d, ("orderId", "i")), m, "orderId"),
+            _opt_str(_get(d, ("clientOrderId", "clientOid")), m, "clientOrderId"),
+            _opt_upper(d.get("side"), m, "side"),
+            _opt_upper(d.get("positionSide"), m, "positionSide"),
+            _opt_upper(_get(d, ("orderType", "type")), m, "orderType"),
+            _opt_upper(d.get("timeInForce"), m, "timeInForce"),
+            _opt_upper(_get(d, ("orderStatus", "status")), m, "orderStatus"),
+            _opt_dec(d.get("price"), m, "price"),
+            _opt_dec(_get(d, ("quantity", "origQty")), m, "quantity", True),
+            _opt_dec(
+                _get(d, ("filledQuantity", "executedQty", "filledQty", "cumQty")),
+                m,
+                "filledQuantity",
+                True,
+            ),
+            _opt_dec(_get(d, ("avgPrice", "averagePrice")), m, "avgPrice"),
+            _opt_dec(d.get("lastFilledPrice"), m, "lastFilledPrice"),
+            _opt_dec(
+                _get(d, ("lastFilledQuantity", "lastFilledQty")), m, "lastFilledQuantity", True
+            ),
+            _opt_int(d.get("updateTime"), m, "updateTime"),
+            event_time if event_time is not None else ts,
+            _obj(data, m),
+        )
+
+    @property
+    def dedupe_key(self) -> Optional[Tuple[Any, ...]]:
+        """Identity of this update for dropping replays after a reconnect (PROTOCOL.md §5).
+
+        ``(order_id, time, status, filled, price, quantity)`` with ``time`` the update time
+        (else the event time); None when there is no time to tell two updates apart.
+        """
+        when = self.update_time if self.update_time is not None else self.event_time
+        if when is None:
+            return None
+        return (
+            "ORDER_TRADE_UPDATE",
+            self.order_id,
+            when,
+            self.order_status,
+            self.filled_quantity,
+            self.price,
+            self.quantity,
+        )
+
+
+@attrs.frozen(slots=True)
+class Balance:
+    """One asset balance of an ``ACCOUNT_UPDATE``.
+
+    Wire: ``asset, walletBalance, availableBalance, frozenBalance`` [aliases: ``coin``,
+    ``currency``; ``balance``; ``available``; ``frozenMargin`` (the REST name)].
+
+    Thread-safety: immutable; share freely.
+    """
+
+    asset: str
+    wallet_balance: Optional[Decimal]
+    available_balance: Optional[Decimal]
+    frozen_balance: Optional[Decimal]
+    raw: Dict[str, Any] = attrs.field(repr=False, eq=False)
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Balance:
+        """Build from one balance object."""
+        m = "Balance"
+        d = _obj(data, m)
+        return cls(
+            _str(_get(d, ("asset", "coin", "currency")), m, "asset"),
+            _opt_dec(_get(d, ("walletBalance", "balance")), m, "walletBalance"),
+            _opt_dec(_get(d, ("availableBalance", "available")), m, "availableBalance"),
+            _opt_dec(_get(d, ("frozenBalance", "frozenMargin")), m, "frozenBalance"),
+            d,
+        )
+
+
+@attrs.frozen(slots=True)
+class Position:
+    """One position of an ``ACCOUNT_UPDATE``.
+
+    Wire: ``symbol, positionSide, quantity, entryPrice, unrealizedPnl, marginMode, leverage``
+    [aliases: ``positionAmt``, ``size``; ``avgPrice``; ``unrealizedProfit``]. ``margin_mode``
+    is the wire string (``ISOLATED``/``CROSS``). ``quantity`` may be negative (short, one-way).
+
+    Thread-safety: immutable; share freely.
+    """
+
+    symbol: str
+    position_side: Optional[str]
+    quantity: Optional[Decimal]
+    entry_price: Optional[Decimal]
+    unrealized_pnl: Optional[Decimal]
+    margin_mode: Optional[str]
+    leverage: Optional[Decimal]
+    raw: Dict[str, Any] = attrs.field(repr=False, eq=False)
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Position:
+        """Build from one position object."""
+        m = "Position"
+        d = _obj(data, m)
+        return cls(
+            _str(d.get("symbol"), m, "symbol"),
+            _opt_upper(d.get("positionSide"), m, "positionSide"),
+            _opt_dec(_get(d, ("quantity", "positionAmt", "size")), m, "quantity"),
+            _opt_dec(_get(d, ("entryPrice", "avgPrice")), m, "entryPrice"),
+            _opt_dec(_get(d, ("unrealizedPnl", "unrealizedProfit")), m, "unrealizedPnl"),
+            _opt_upper(d.get("marginMode"), m, "marginMode"),
+            _opt_dec(d.get("leverage"), m, "leverage"),
+            d,
+        )
+
+
+def _items(value: Any, model: str, field: str) -> List[Any]:
+    if value is None:
+        return []
+    if type(value) is list:
+        return value
+    raise ProtocolError(f"{model}.{field} must be a list, got {type(value).__name__}")
+
+
+@attrs.frozen(slots=True)
+class AccountUpdate:
+    """An ``ACCOUNT_UPDATE`` private event: balances and positions.
+
+    Wire: ``balances`` (list of :class:`Balance`), ``positions`` (list of :class:`Position`),
+    ``eventTime``, ``reason`` [aliases: ``B``, ``P``, ``E``, ``updateReason``; fields nested
+    under ``account`` or ``a`` are merged in]. Missing lists are empty tuples;
+    ``event_time`` falls back to the envelope's ``ts``.
+
+    Thread-safety: immutable; share freely.
+    """
+
+    balances: Tuple[Balance, ...]
+    positions: Tuple[Position, ...]
+    event_time: Optional[int]
+    reason: Optional[str]
+    raw: Dict[str, Any] = attrs.field(repr=False, eq=False)
+
+    @classmethod
+    def from_wire(cls, data: Any, ts: Optional[int] = None) -> AccountUpdate:
+        """Build from the ``data`` of a private push; ``ts`` is the envelope's."""
+        m = "AccountUpdate"
+        d = _merged(_obj(data, m), ("account", "a"))
+        event_time = _opt_int(_get(d, ("eventTime", "E")), m, "eventTime")
+        return cls(
+            tuple(Balance.from_wire(b) for b in _items(_get(d, ("balances", "B")), m, "balances")),
+            tuple(
+                Position.from_wire(p) for p in _items(_get(d, ("positions", "P")), m, "positions")
+            ),
+            event_time if event_time is not None else ts,
+            _opt_str(_get(d, ("reason", "updateReason")), m, "reason"),
+            _obj(data, m),
+        )
+
+    @property
+    def dedupe_key(self) -> Optional[Tuple[Any, ...]]:
+        """Identity for dropping replays: the event time plus the full content (two different
+        updates in the same millisecond stay distinct); None without an event time."""
+        if self.event_time is None:
+            return None
+        return ("ACCOUNT_UPDATE", self.event_time, self.reason, self.balances, self.positions)
+
+
+@attrs.frozen(slots=True)
+class UserEvent:
+    """Any other private event (unknown ``eventType``s are delivered, never dropped).
+
+    Thread-safety: immutable; share freely.
+    """
+
+    event_type: Optional[str]
+    data: Any = attrs.field(repr=False)
+    ts: Optional[int] = None
+    raw: Any = attrs.field(default=None, repr=False, eq=False)
+
+    @classmethod
+    def from_push(cls, push: PrivatePush) -> UserEvent:
+        """Wrap a private push as it is."""
+        return cls(push.event_type, push.data, push.ts, push.raw)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def _topic_parts(topic: str) -> List[str]:
+    return topic.split(".")
+
+
+def _trades(push: Push) -> List[Any]:
+    parts = _topic_parts(push.topic)
+    symbol = parts[2] if len(parts) > 2 else None
+    data = push.data
+    if type(data) is list:
+        return [Trade.from_wire(item, symbol) for item in data]
+    return [Trade.from_wire(data, symbol)]
+
+
+def _klines(push: Push) -> List[Any]:
+    parts = _topic_parts(push.topic)
+    symbol = parts[2] if len(parts) > 2 else None
+    interval = parts[3] if len(parts) > 3 else None
+    data = push.data
+    if type(data) is list:  # [assumed] several klines in one push: one callback each
+        return [Kline.from_wire(item, symbol, interval) for item in data]
+    return [Kline.from_wire(data, symbol, interval)]
+
+
+def _ticker(push: Push) -> List[Any]:
+    parts = _topic_parts(push.topic)
+    return [Ticker.from_wire(push.data, parts[2] if len(parts) > 2 else None)]
+
+
+def _tickers(push: Push) -> List[Any]:
+    data = push.data
+    if type(data) is dict:  # [assumed] {"tickers": [...]}
+        data = data.get("tickers", _MISSING)
+    if type(data) is not list:
+        raise ProtocolError("market.tickers data must be a list of tickers")
+    return [[Ticker.from_wire(item) for item in data]]
+
+
+def _depth(push: Push) -> List[Any]:
+    parts = _topic_parts(push.topic)
+    symbol = parts[2] if len(parts) > 2 else None
+    return [DepthUpdate.from_wire(push.data, push.snapshot, push.ts, symbol)]
+
+
+_CONVERTERS: Dict[str, Callable[[Push], List[Any]]] = {
+    "trade": _trades,
+    "kline": _klines,
+    "ticker": _ticker,
+    "tickers": _tickers,
+    "depth": _depth,
+}
+
+
+def convert(channel: str, push: Push) -> List[Any]:
+    """The callback arguments for one push of ``channel`` (see :mod:`.topics`).
+
+    One :class:`Trade` per trade; for ``tickers`` a one-element list holding the list of
+    :class:`Ticker`; otherwise one model. For a channel without a model, the envelope dict.
+    Raises :class:`ProtocolError` on a bad payload.
+    """
+    converter = _CONVERTERS.get(channel)
+    if converter is None:
+        raw = push.raw
+        if raw is None:
+            raw = {"topic": push.topic, "ts": push.ts, "data": push.data}
+        return [raw]
+    return converter(push)
+
+
+_USER_EVENTS: Dict[Optional[str], Callable[[PrivatePush], Union[OrderUpdate, AccountUpdate]]] = {
+    "ORDER_TRADE_UPDATE": lambda p: OrderUpdate.from_wire(p.data, p.ts),
+    "ACCOUNT_UPDATE": lambda p: AccountUpdate.from_wire(p.data, p.ts),
+}
+
+
+def user_event(push: PrivatePush) -> Union[OrderUpdate, AccountUpdate, UserEvent]:
+    """The typed model for a private push: :class:`OrderUpdate`, :class:`AccountUpdate`, or
+    :class:`UserEvent` for any other event type.
+
+    Raises :class:`ProtocolError` when a known event type has a bad payload; the caller should
+    then still deliver ``UserEvent.from_push(push)`` so no private event is ever dropped.
+    """
+    builder = _USER_EVENTS.get(push.event_type)
+    if builder is None:
+        return UserEvent.from_push(push)
+    return builder(push)
