@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 from .config import Backoff
-from .errors import AuthError, ConnectionLost, ProtocolError, SixMMError
+from .errors import AuthError, ConnectionLost, ProtocolError
 from .states import ConnState, check_transition
 from .transport import ConnectionClosed, FrameTimeout, Transport
 
@@ -246,7 +246,7 @@ class Connection:
                     self._terminal = exc
                     reason = f"credentials rejected: {exc}"
                     break
-                except (ConnectionLost, SixMMError, OSError) as exc:
+                except Exception as exc:  # REST trouble while building the URL included
                     reason = f"connect failed: {exc}"
                     self.failed_attempts += 1
                 else:
