@@ -29,6 +29,10 @@ FAST: Dict[str, Any] = {
 }
 
 
+def hmac_rest(sb: Sandbox) -> RestClient:
+    return RestClient(api_key=sb.api_key, api_secret=sb.api_secret, base_url=sb.rest_url)
+
+
 def calls(sb: Sandbox, method: str, path: str = "/v1/private/user/listen-key") -> List[Any]:
     return [c for c in sb.rest_calls if c["method"] == method and c["path"] == path]
 
@@ -39,9 +43,7 @@ def private_conns(sb: Sandbox) -> List[Dict[str, Any]]:
 
 def test_user_events_are_typed_and_routed(sandbox: Sandbox) -> None:
     orders, accounts, others = Recorder(), Recorder(), Recorder()
-    rest = RestClient(
-        api_key=sandbox.api_key, api_secret=sandbox.api_secret, base_url=sandbox.rest_url
-    )
+    rest = hmac_rest(sandbox)
     with rest, StreamManager(sandbox.ws_url, rest=rest, **FAST) as streams:
         sub = streams.user(on_order=orders, on_account=accounts, on_event=others)
         assert sub.wait_ready(5)
@@ -64,9 +66,7 @@ def test_user_events_are_typed_and_routed(sandbox: Sandbox) -> None:
 
 def test_events_without_their_own_callback_reach_on_event(sandbox: Sandbox) -> None:
     events = Recorder()
-    rest = RestClient(
-        api_key=sandbox.api_key, api_secret=sandbox.api_secret, base_url=sandbox.rest_url
-    )
+    rest = hmac_rest(sandbox)
     with rest, StreamManager(sandbox.ws_url, rest=rest, **FAST) as streams:
         assert streams.user(on_event=events).wait_ready(5)
         sandbox.push_user_event("ORDER_TRADE_UPDATE")
@@ -75,9 +75,7 @@ def test_events_without_their_own_callback_reach_on_event(sandbox: Sandbox) -> N
 
 
 def test_listen_key_is_renewed_on_schedule(sandbox: Sandbox) -> None:
-    rest = RestClient(
-        api_key=sandbox.api_key, api_secret=sandbox.api_secret, base_url=sandbox.rest_url
-    )
+    rest = hmac_rest(sandbox)
     with (
         rest,
         StreamManager(sandbox.ws_url, rest=rest, listen_key_renew_interval=0.2, **FAST) as streams,
@@ -91,9 +89,7 @@ def test_listen_key_is_renewed_on_schedule(sandbox: Sandbox) -> None:
 
 def test_expired_key_is_replaced_and_stream_reopened(sandbox: Sandbox) -> None:
     orders, states = Recorder(), Recorder()
-    rest = RestClient(
-        api_key=sandbox.api_key, api_secret=sandbox.api_secret, base_url=sandbox.rest_url
-    )
+    rest = hmac_rest(sandbox)
     with rest, StreamManager(sandbox.ws_url, rest=rest, on_state=states, **FAST) as streams:
         assert streams.user(on_order=orders).wait_ready(5)
         first_key = next(iter(sandbox.listen_keys))
@@ -112,9 +108,7 @@ def test_expired_key_is_replaced_and_stream_reopened(sandbox: Sandbox) -> None:
 def test_short_key_lifetime_is_survived_by_renewal(sandbox: Sandbox) -> None:
     sandbox.set_listen_key_ttl(1.0)
     orders = Recorder()
-    rest = RestClient(
-        api_key=sandbox.api_key, api_secret=sandbox.api_secret, base_url=sandbox.rest_url
-    )
+    rest = hmac_rest(sandbox)
     with (
         rest,
         StreamManager(sandbox.ws_url, rest=rest, listen_key_renew_interval=0.3, **FAST) as streams,
@@ -145,9 +139,7 @@ def test_rejected_credentials_are_terminal_without_retry_storm(sandbox: Sandbox)
 
 def test_credentials_revoked_while_running_end_in_lost(sandbox: Sandbox) -> None:
     errors = Recorder()
-    rest = RestClient(
-        api_key=sandbox.api_key, api_secret=sandbox.api_secret, base_url=sandbox.rest_url
-    )
+    rest = hmac_rest(sandbox)
     with rest, StreamManager(sandbox.ws_url, rest=rest, on_error=errors, **FAST) as streams:
         assert streams.user(on_event=lambda e: None).wait_ready(5)
         sandbox.reject_credentials(True)
@@ -182,9 +174,7 @@ def test_bad_token_is_terminal(sandbox: Sandbox) -> None:
 def test_replayed_events_after_reconnect_are_delivered_once(sandbox: Sandbox) -> None:
     orders = Recorder()
     sandbox.set_replay_on_connect(5)
-    rest = RestClient(
-        api_key=sandbox.api_key, api_secret=sandbox.api_secret, base_url=sandbox.rest_url
-    )
+    rest = hmac_rest(sandbox)
     with rest, StreamManager(sandbox.ws_url, rest=rest, **FAST) as streams:
         assert streams.user(on_order=orders).wait_ready(5)
         for _ in range(3):
@@ -212,9 +202,7 @@ def test_no_secret_in_debug_logs_or_reprs(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="sixmm")
     token = sandbox.issue_token()
-    rest = RestClient(
-        api_key=sandbox.api_key, api_secret=sandbox.api_secret, base_url=sandbox.rest_url
-    )
+    rest = hmac_rest(sandbox)
     keys: List[str] = []
     with (
         rest,
