@@ -250,7 +250,8 @@ class Ticker:
 
     Wire: ``symbol, lastPrice, open, high, low, volume, quoteVolume, priceChange,
     priceChangePercent, markPrice, indexPrice, fundingRate`` [aliases: ``last``;
-    ``openPrice``, ``highPrice``, ``lowPrice``]. Only the symbol is required.
+    ``openPrice``, ``highPrice``, ``lowPrice``]. Only the symbol is required, but a ticker
+    with none of these fields is refused (a schema we do not understand).
 
     Thread-safety: immutable; share freely.
     """
@@ -274,7 +275,7 @@ class Ticker:
         """Build from one ticker object; ``symbol`` is the fallback (the topic's)."""
         d = _obj(data, "Ticker")
         m = "Ticker"
-        return cls(
+        ticker = cls(
             _str(_get(d, ("symbol", "s")) or symbol, m, "symbol"),
             _opt_dec(_get(d, ("lastPrice", "last")), m, "lastPrice"),
             _opt_dec(_get(d, ("open", "openPrice")), m, "open"),
@@ -289,7 +290,25 @@ class Ticker:
             _opt_dec(d.get("fundingRate"), m, "fundingRate"),
             d,
         )
+        if ticker.last_price is None and all(getattr(ticker, n) is None for n in _TICKER_NUMBERS):
+            # Nothing we know: a schema we do not understand, not a ticker full of None.
+            raise ProtocolError(f"Ticker has none of the known fields: {sorted(d)[:8]}")
+        return ticker
 
+
+_TICKER_NUMBERS = (
+    "last_price",
+    "open",
+    "high",
+    "low",
+    "volume",
+    "quote_volume",
+    "price_change",
+    "price_change_percent",
+    "mark_price",
+    "index_price",
+    "funding_rate",
+)
 
 Level = Tuple[Decimal, Decimal]
 
