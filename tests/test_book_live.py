@@ -1,0 +1,194 @@
+"""Live order books against the sandbox's ground truth: steady state, gaps, drops, crossing."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, List
+
+import pytest
+
+from sixmm import Backoff, OrderBook, StreamManager
+from sixmm.sandbox import Sandbox
+
+from .helpers import Recorder, wait_until
+
+FAST: Dict[str, Any] = {
+    "ping_interval": 0.2,
+    "stale_after": 1.0,
+    "backoff": Backoff(initial=0.05, maximum=0.2),
+}
+
+
+def assert_equals_truth(sb: Sandbox, book: OrderBook, timeout: float = 5.0) -> None:
+    """With the market paused, the local book reaches the truth's version and equals it."""
+    version, bids, asks = sb.book_truth(book.symbol)
+    wait_until(lambda: book.synced and book.version == version, timeout=timeout)
+    assert book.levels() == (bids, asks)
+
+
+def resubscribes(sb: Sandbox, topic: str) -> int:
+    return sum(1 for op in sb.ops if op["op"] == "unsubscribe" and topic in op["args"])
+
+
+def test_book_equals_ground_truth_after_many_updates(sandbox: Sandbox) -> None:
+    updates = Recorder()
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+        book = streams.order_book("BTCUSDT", on_update=updates)
+        assert book.wait_synced(5)
+        wait_until(lambda: len(updates) >= 30)
+        sandbox.pause_market()
+        assert_equals_truth(sandbox, book)
+        sandbox.step(200)
+        assert_equals_truth(sandbox, book)
+        assert book.stats()["gaps"] == 0 and book.stats()["resyncs"] == 0
+        bids, asks = book.top(10)
+        assert [p for p, _ in bids] == sorted((p for p, _ in bids), reverse=True)
+        assert [p for p, _ in asks] == sorted(p for p, _ in asks)
+        assert bids[0][0] < asks[0][0]
+        assert book.best_bid() == bids[0] and book.best_ask() == asks[0]
+    assert updates.snapshot()[0] is book
+
+
+def test_gap_unsyncs_then_resyncs_only_that_symbol(sandbox: Sandbox) -> None:
+    seen_unsynced = threading.Event()
+
+    def watch(book: OrderBook) -> None:
+        if not book.synced:
+            seen_unsynced.set()
+
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+        btc = streams.order_book("BTCUSDT")
+        eth = streams.order_book("ETHUSDT")
+        sol = streams.order_book("SOLUSDT")
+        for book in (btc, eth, sol):
+            assert book.wait_synced(5)
+        sandbox.pause_market()
+        sandbox.skip_versions("ETHUSDT", 3)
+        sandbox.step(1)
+        wait_until(lambda: eth.stats()["gaps"] == 1)
+        assert eth.wait_synced(5)
+        sandbox.step(20)
+        for book in (btc, eth, sol):
+            assert_equals_truth(sandbox, book)
+        assert eth.stats()["resyncs"] == 1
+        assert btc.stats()["resyncs"] == 0 and sol.stats()["resyncs"] == 0
+    assert resubscribes(sandbox, "market.depth.ETHUSDT") == 1
+    assert resubscribes(sandbox, "market.depth.BTCUSDT") == 0
+
+
+def test_gapped_update_is_never_shown_and_book_resyncs(sandbox: Sandbox) -> None:
+    states: List[bool] = []
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+        book = streams.order_book("BTCUSDT", on_update=lambda b: states.append(b.synced))
+        assert book.wait_synced(5)
+        sandbox.pause_market()
+        sandbox.skip_versions("BTCUSDT", 1)
+        sandbox.step(1)
+        wait_until(lambda: book.stats()["gaps"] == 1)
+        # the gapped update was not applied: version unchanged until the new snapshot
+        assert book.wait_synced(5)
+        assert_equals_truth(sandbox, book)
+    # on_update only ever announced synced books
+    assert all(states)
+
+
+def test_dropped_connection_resyncs_every_book(sandbox: Sandbox) -> None:
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+        btc = streams.order_book("BTCUSDT")
+        eth = streams.order_book("ETHUSDT")
+        assert btc.wait_synced(5) and eth.wait_synced(5)
+        sandbox.drop_all()
+        wait_until(lambda: btc.stats()["resyncs"] >= 1 and eth.stats()["resyncs"] >= 1)
+        assert btc.wait_synced(5) and eth.wait_synced(5)
+        sandbox.pause_market()
+        assert_equals_truth(sandbox, btc)
+        assert_equals_truth(sandbox, eth)
+
+
+def test_crossed_book_is_treated_as_corruption(sandbox: Sandbox) -> None:
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+        book = streams.order_book("SOLUSDT")
+        assert book.wait_synced(5)
+        sandbox.pause_market()
+        sandbox.cross_book("SOLUSDT")
+        wait_until(lambda: book.stats()["crossed"] == 1)
+        assert book.wait_synced(5)
+        assert_equals_truth(sandbox, book)
+        bid, ask = book.best_bid(), book.best_ask()
+        assert bid is not None and ask is not None and bid[0] < ask[0]
+
+
+@pytest.mark.parametrize(
+    "style",
+    [
+        "no_type",
+        "string_versions",
+        "object_levels",
+        "prev_field",
+        "envelope_snapshot",
+        "unverified",
+    ],
+)
+def test_every_depth_variant_rebuilds_the_truth(style: str) -> None:
+    with Sandbox(port=0, seed=1, depth_style=style) as sb, StreamManager(sb.ws_url, **FAST) as s:
+        book = s.order_book("BTCUSDT")
+        assert book.wait_synced(5)
+        wait_until(lambda: book.stats()["applied"] >= 10)
+        sb.pause_market()
+        assert_equals_truth(sb, book)
+        assert book.verified is (style != "unverified")
+
+
+def test_variant_gap_is_detected_with_predecessor_field() -> None:
+    with (
+        Sandbox(port=0, seed=2, depth_style="prev_field") as sb,
+        StreamManager(sb.ws_url, **FAST) as streams,
+    ):
+        book = streams.order_book("BTCUSDT")
+        assert book.wait_synced(5)
+        sb.pause_market()
+        sb.skip_versions("BTCUSDT", 2)
+        sb.step(1)
+        wait_until(lambda: book.stats()["gaps"] == 1)
+        assert book.wait_synced(5)
+        assert_equals_truth(sb, book)
+
+
+def test_book_added_after_depth_subscription_gets_a_fresh_snapshot(sandbox: Sandbox) -> None:
+    raw = Recorder()
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+        assert streams.depth("BTCUSDT", raw).wait_ready(5)
+        wait_until(lambda: len(raw) >= 5)
+        book = streams.order_book("BTCUSDT")
+        assert book.wait_synced(5)
+        sandbox.pause_market()
+        assert_equals_truth(sandbox, book)
+    assert raw.snapshot()[0].kind == "snapshot"
+
+
+def test_reads_from_another_thread_are_consistent(sandbox: Sandbox) -> None:
+    problems: List[str] = []
+    stop = threading.Event()
+
+    def reader(book: OrderBook) -> None:
+        while not stop.is_set():
+            bids, asks = book.top(20)
+            if [p for p, _ in bids] != sorted((p for p, _ in bids), reverse=True):
+                problems.append("bids not sorted")
+            if [p for p, _ in asks] != sorted(p for p, _ in asks):
+                problems.append("asks not sorted")
+            if bids and asks and bids[0][0] >= asks[0][0] and book.synced:
+                problems.append("crossed read")
+
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+        book = streams.order_book("BTCUSDT")
+        assert book.wait_synced(5)
+        threads = [threading.Thread(target=reader, args=(book,)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        start = book.stats()["applied"]
+        wait_until(lambda: book.stats()["applied"] >= start + 50)
+        stop.set()
+        for t in threads:
+            t.join(5)
+    assert problems == []
