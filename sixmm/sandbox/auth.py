@@ -17,7 +17,7 @@ import hmac
 import json
 import secrets
 import time
-from typing import Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Callable, Deque, Dict, List, Mapping, Optional, Set, Tuple
 from urllib.parse import unquote
 
 __all__ = ["TOLERANCE_MESSAGE", "Auth", "Failure", "sign"]
@@ -129,7 +129,7 @@ class Auth:
 
     # -------------------------------------------------------------- REST auth
     def check_rest(
-        self, headers: Dict[str, str], raw_query: str, body: str, replay_guard: bool
+        self, headers: Mapping[str, str], raw_query: str, body: str, replay_guard: bool
     ) -> Optional[Failure]:
         """Authenticate one private REST call (Bearer token or API key + HMAC)."""
         authz = headers.get("Authorization", "")

@@ -39,8 +39,8 @@ class RestApi:
         self._order_seq = 9_000_000_000
 
     def install(self, app: web.Application) -> None:
-        app.middlewares.append(self._middleware)
-        routes: Dict[Tuple[str, str], Tuple[Handler, bool]] = {
+        """Add every REST route (plus a catch-all answering unknown paths with an envelope)."""
+        self._routes: Dict[Tuple[str, str], Tuple[Handler, bool]] = {
             ("GET", "/v1/time"): (self.time, False),
             ("POST", "/v1/public/user/login"): (self.login, False),
             ("POST", "/v1/private/user/listen-key"): (self.key_create, True),
@@ -50,28 +50,17 @@ class RestApi:
             ("POST", "/v1/private/order/place"): (self.order_place, True),
             ("DELETE", "/v1/private/order/cancel"): (self.order_cancel, True),
         }
-        self._routes = routes
-        for method, path in routes:
-            app.router.add_route(method, path, self._dispatch)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
 
     # --------------------------------------------------------------- plumbing
-    @web.middleware
-    async def _middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        if request.path == "/ws":
-            return await handler(request)
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        """Answer one REST call in the exchange envelope and record it."""
         body = await request.text()
         request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-        reply = self._injected_failure(request.path)
-        if reply is None:
-            try:
-                await handler(request)
-                reply = request["sixmm_reply"]
-            except web.HTTPException as exc:
-                reply = (exc.status, 2002 if exc.status == 404 else 2001, exc.reason, None)
-            except Exception as exc:  # pragma: no cover - a sandbox bug, reported as 5001
-                reply = (500, 5001, f"internal error: {exc!r}", None)
+        try:
+            reply = await self._reply(request, body)
+        except Exception as exc:  # a sandbox bug, reported as the exchange would: 5001
+            reply = (500, 5001, f"internal error: {exc!r}", None)
         status, code, message, data = reply
         envelope: Dict[str, Any] = {"code": code, "message": message}
         if code == 0 or data is not None:
@@ -90,6 +79,27 @@ class RestApi:
         )
         return web.json_response(envelope, status=status, dumps=_compact)
 
+    async def _reply(self, request: web.Request, body: str) -> Reply:
+        injected = self._injected_failure(request.path)
+        if injected is not None:
+            return injected
+        route = self._routes.get((request.method, request.path))
+        if route is None:
+            if any(path == request.path for _, path in self._routes):
+                return 405, 2002, f"Method not allowed: {request.method}", None
+            return 404, 2002, f"Not found: {request.path}", None
+        handler, private = route
+        if private:
+            failure = self.server.auth.check_rest(
+                request.headers,
+                request.rel_url.raw_query_string,
+                body,
+                replay_guard=request.path.startswith("/v1/private/order/"),
+            )
+            if failure is not None:
+                return failure[0], failure[1], failure[2], None
+        return await handler(request, body)
+
     def _injected_failure(self, path: str) -> Optional[Reply]:
         queue = self.server.fail_rest
         for i, entry in enumerate(queue):
@@ -99,24 +109,6 @@ class RestApi:
                     del queue[i]
                 return entry["http_status"], entry["code"], entry["message"], None
         return None
-
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        handler, private = self._routes[(request.method, request.path)]
-        body = await request.text()
-        reply: Optional[Reply] = None
-        if private:
-            failure = self.server.auth.check_rest(
-                dict(request.headers),
-                request.rel_url.raw_query_string,
-                body,
-                replay_guard=request.path.startswith("/v1/private/order/"),
-            )
-            if failure is not None:
-                reply = (failure[0], failure[1], failure[2], None)
-        if reply is None:
-            reply = await handler(request, body)
-        request["sixmm_reply"] = reply
-        return web.Response(status=204)
 
     @staticmethod
     def _json_body(body: str) -> Optional[Dict[str, Any]]:

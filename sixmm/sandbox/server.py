@@ -120,10 +120,12 @@ class Conn:
         if not self.closing:
             self.queue.put_nowait(("close", (code, reason)))
             self.closing = True
+            self.server.forget(self)
 
     def abort(self) -> None:
         """Drop the TCP connection without a close frame."""
         self.closing = True
+        self.server.forget(self)
         if self.transport is not None:
             self.transport.abort()
 
@@ -351,16 +353,21 @@ class Server:
         except (asyncio.CancelledError, ConnectionError):
             pass
         finally:
+            # forget first: once the client sees our close reply, `connections` is accurate
             conn.closing = True
-            self._forget(conn)
+            self.forget(conn)
+            if not ws.closed:
+                try:
+                    await ws.close(drain=False)  # the reply to a client-initiated close
+                except (ConnectionError, RuntimeError):
+                    pass
             conn.queue.put_nowait(None)
             try:
                 await asyncio.wait_for(asyncio.shield(writer), timeout=1.5)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 writer.cancel()
-            if not ws.closed:
-                conn.abort()
-            self.records.changed()
+            if conn.transport is not None and not conn.transport.is_closing():
+                conn.transport.abort()
         return ws
 
     async def _writer(self, conn: Conn) -> None:
@@ -382,14 +389,17 @@ class Server:
             except (ConnectionError, RuntimeError):
                 return
 
-    def _forget(self, conn: Conn) -> None:
-        self.conns.pop(conn.id, None)
+    def forget(self, conn: Conn) -> None:
+        """Remove a closing connection from the registry and every topic (idempotent)."""
+        if self.conns.pop(conn.id, None) is None:
+            return
         for topic in conn.topics:
             subs = self.subs.get(topic)
             if subs is not None:
                 subs.pop(conn.id, None)
                 if not subs:
                     del self.subs[topic]
+        self.records.changed()
 
     def _private_auth(self, conn: Conn, key: Optional[str], token: Optional[str]) -> None:
         ok, detail = self.auth.ws_auth(key, token)
