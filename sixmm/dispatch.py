@@ -51,8 +51,8 @@ _MASK = _RING - 1
 _SLOW_WARN_EVERY = 5.0  # seconds between slow-callback warnings per topic
 _REPORT_EVERY = 1.0  # seconds between overflow warnings / reports per lane
 _CHUNK = 256  # items a consumer takes per lock acquisition
-_IDLE_WAIT = 1.0  # bound on a worker's idle wait (woken explicitly on submit/stop)
-_BLOCK_WAIT = 0.1  # bound on one wait of a blocked submitter (re-checks stop)
+_IDLE_WAIT = 5.0  # bound on a worker's idle wait (woken explicitly on submit/stop)
+_BLOCK_WAIT = 1.0  # bound on one wait of a blocked submitter (re-checks stop)
 _REPORT_SLACK = 100  # error reports may exceed maxsize by this much
 
 # put() outcomes
