@@ -105,9 +105,9 @@ class Conn:
         self.queue: asyncio.Queue[Optional[_Item]] = asyncio.Queue()
         self.closing = False
 
-    def send(self, item: _Item, force: bool = False) -> None:
-        """Enqueue a frame (dropped while the server is silent unless ``force``)."""
-        if self.closing or (not force and self.server.silent()):
+    def send(self, item: _Item) -> None:
+        """Enqueue a frame (dropped while the server is silent)."""
+        if self.closing or self.server.silent():
             return
         if self.queue.qsize() >= MAX_QUEUE:
             logger.warning("sandbox connection %d too slow; dropping it", self.id)
@@ -404,13 +404,13 @@ class Server:
     def _private_auth(self, conn: Conn, key: Optional[str], token: Optional[str]) -> None:
         ok, detail = self.auth.ws_auth(key, token)
         if not ok:
-            conn.send(dumps({"event": "auth", "success": False, "message": detail}), force=True)
+            conn.send(dumps({"event": "auth", "success": False, "message": detail}))
             conn.close(1008, "auth failed")
             return
         conn.kind = "private"
         conn.user = detail
         conn.key = key
-        conn.send(dumps({"event": "auth", "success": True, "data": detail}), force=True)
+        conn.send(dumps({"event": "auth", "success": True, "data": detail}))
         n = self.s.replay_on_connect
         if n > 0:
             for frame in list(self.history)[-n:]:
@@ -450,7 +450,8 @@ class Server:
         for topic in args:
             reason = validate_topic(topic, self.s.symbols)
             if reason is None:
-                good.append(topic)
+                if topic not in good:
+                    good.append(topic)
             else:
                 bad.append((topic, reason))
         if op == "subscribe" and self.reject_subs and good:
