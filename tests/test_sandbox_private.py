@@ -336,6 +336,7 @@ def test_periodic_user_events_and_replay_on_connect() -> None:
         finally:
             first.close()
         assert all("eventType" in e for e in seen)
+        assert box.wait_for(lambda: box.connections == [])  # periodic events stop with no one
         box.push_user_event(data={"orderId": "last-one"})
         second = RawWS(f"{box.ws_url}?token={token}")
         try:

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Union
 
 from aiohttp import WSMsgType, web
 
@@ -167,7 +167,7 @@ class Server:
         self.port = 0
         self._next_conn = 0
         self._tasks: List[asyncio.Task[None]] = []
-        self._handlers: List[asyncio.Task[Any]] = []
+        self._handlers: Set[asyncio.Task[Any]] = set()
         self.runner: Optional[web.AppRunner] = None
 
     # ---------------------------------------------------------------- clocks
@@ -258,23 +258,20 @@ class Server:
         for ev in res.depth:
             self.publish_depth(ev, now)
         for symbol, trades in res.trades.items():
-            topic = f"market.trade.{symbol}"
-            self.publish(topic, lambda t=topic, d=trades: push_frame(t, now, d))  # type: ignore[misc]
+            self.publish(f"market.trade.{symbol}", now, trades)
         for symbol, interval, kline in res.klines:
-            topic = f"market.kline.{symbol}.{interval}"
-            self.publish(topic, lambda t=topic, d=kline: push_frame(t, now, d))  # type: ignore[misc]
+            self.publish(f"market.kline.{symbol}.{interval}", now, kline)
         for ticker in res.tickers:
-            topic = f"market.ticker.{ticker['symbol']}"
-            self.publish(topic, lambda t=topic, d=ticker: push_frame(t, now, d))  # type: ignore[misc]
+            self.publish(f"market.ticker.{ticker['symbol']}", now, ticker)
         if res.tickers:
-            self.publish("market.tickers", lambda: push_frame("market.tickers", now, res.tickers))
+            self.publish("market.tickers", now, res.tickers)
 
-    def publish(self, topic: str, make: Callable[[], str]) -> int:
-        """Send one frame (built lazily, once) to every subscriber of ``topic``."""
+    def publish(self, topic: str, ts: int, data: Any) -> int:
+        """Send one push (encoded once, only if anyone listens) to every subscriber."""
         subs = self.subs.get(topic)
         if not subs:
             return 0
-        text = make()
+        text = push_frame(topic, ts, data)
         for conn in list(subs.values()):
             conn.send(text)
         return len(subs)
@@ -318,8 +315,7 @@ class Server:
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         task = asyncio.current_task()
         if task is not None:
-            self._handlers.append(task)
-            self._handlers = [t for t in self._handlers if not t.done() or t is task]
+            self._handlers.add(task)
         ws = web.WebSocketResponse(
             autoping=False, timeout=1.0, compress=False, max_msg_size=1 << 20
         )
@@ -368,6 +364,8 @@ class Server:
                 writer.cancel()
             if conn.transport is not None and not conn.transport.is_closing():
                 conn.transport.abort()
+            if task is not None:
+                self._handlers.discard(task)
         return ws
 
     async def _writer(self, conn: Conn) -> None:
@@ -532,8 +530,7 @@ class Server:
         topic = f"market.trade.{symbol}"
         for _ in range(n):
             now = self.server_ms()
-            trades = book.trades(now, 1)
-            self.publish(topic, lambda d=trades, t=now: push_frame(topic, t, d))  # type: ignore[misc]
+            self.publish(topic, now, book.trades(now, 1))
 
 
 def _merge(prev: DepthEvent, ev: DepthEvent) -> DepthEvent:
