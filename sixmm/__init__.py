@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 
+from . import gui
 from .config import DEFAULT_REST_URL, DEFAULT_WS_URL, Backoff
 from .dispatch import InlineDispatcher, QueueDispatcher, WorkerDispatcher
 from .errors import (
@@ -73,6 +74,7 @@ __all__ = [
     "Trade",
     "UserEvent",
     "WorkerDispatcher",
+    "gui",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
