@@ -26,7 +26,7 @@ def no_thread_left_behind() -> Iterator[None]:
 
 
 @pytest.fixture
-def sandbox() -> Iterator["object"]:
+def sandbox() -> Iterator[object]:
     """A running sandbox exchange on 127.0.0.1 (random port, seed 0), stopped afterwards."""
     from sixmm.sandbox import Sandbox
 

@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import attrs
 
-__all__ = ["Ack", "AuthResult", "Event", "Malformed", "PrivatePush", "Pong", "Push"]
+__all__ = ["Ack", "AuthResult", "Event", "Malformed", "Pong", "PrivatePush", "Push"]
 
 
 @attrs.frozen(slots=True)
