@@ -1,0 +1,196 @@
+"""The transport's own frame reader, against hand-made frames on a real socket."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import List, Tuple
+
+import pytest
+
+from sixmm.errors import ProtocolError
+from sixmm.transport import ConnectionClosed, FrameTimeout, Transport, check_url
+
+from .rawws import RawServer, frame, read_client_frame
+
+
+def drain(t: Transport, n: int) -> List[Tuple[int, bytes]]:
+    return [t.recv() for _ in range(n)]
+
+
+def test_many_frames_of_every_length_class_in_one_write() -> None:
+    payloads = [b"x" * 10, b"y" * 300, b"z" * 70000, b'{"a":1}']
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(b"".join(frame(p) for p in payloads) + frame(b"\x01\x02", opcode=2))
+
+    with RawServer(script) as srv:
+        t = Transport.connect(srv.url, timeout=5)
+        t.settimeout(5)
+        got = drain(t, 5)
+        t.close()
+    assert [p for _, p in got[:4]] == payloads
+    assert got[4] == (2, b"\x01\x02")
+    assert t.bytes_in >= sum(map(len, payloads))
+
+
+def test_frames_split_across_writes_and_timeouts_resume() -> None:
+    data = frame(b"A" * 1000) + frame(b"B" * 5)
+    release = threading.Event()
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(data[:3])  # a partial header
+        release.wait(5)
+        conn.sendall(data[3:700])
+        time.sleep(0.05)
+        conn.sendall(data[700:])
+
+    with RawServer(script) as srv:
+        t = Transport.connect(srv.url, timeout=5)
+        t.settimeout(0.05)
+        with pytest.raises(FrameTimeout):
+            t.recv()  # mid-header timeout: nothing lost
+        release.set()
+        t.settimeout(5)
+        assert t.recv() == (1, b"A" * 1000)
+        assert t.recv() == (1, b"B" * 5)
+        t.close()
+
+
+def test_fragments_are_reassembled_with_control_frames_between() -> None:
+    got: List[Tuple[int, bytes]] = []
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(
+            frame(b'{"part":', fin=False)
+            + frame(b"ping!", opcode=9)
+            + frame(b"1", opcode=0, fin=False)
+            + frame(b"}", opcode=0)
+        )
+        got.append(read_client_frame(conn))  # the pong answering our ping
+
+    with RawServer(script) as srv:
+        t = Transport.connect(srv.url, timeout=5)
+        t.settimeout(5)
+        assert t.recv() == (1, b'{"part":1}')
+        time.sleep(0.1)
+        t.close()
+    assert got == [(0xA, b"ping!")]
+
+
+def test_masked_server_frames_are_unmasked() -> None:
+    with RawServer(lambda c: c.sendall(frame(b"hello", mask=b"\x01\x02\x03\x04"))) as srv:
+        t = Transport.connect(srv.url, timeout=5)
+        t.settimeout(5)
+        assert t.recv() == (1, b"hello")
+        t.close()
+
+
+def test_pongs_are_counted_and_close_frame_ends_the_stream() -> None:
+    def script(conn: socket.socket) -> None:
+        conn.sendall(frame(b"", opcode=0xA) + frame(b"\x03\xe8bye", opcode=8))
+        read_client_frame(conn)  # our close reply
+
+    with RawServer(script) as srv:
+        t = Transport.connect(srv.url, timeout=5)
+        t.settimeout(5)
+        with pytest.raises(ConnectionClosed, match="1000 bye"):
+            t.recv()
+        assert t.pongs == 1
+        t.close()
+    assert srv.errors == []
+
+
+def test_eof_is_connection_closed() -> None:
+    with RawServer(lambda c: c.sendall(frame(b"xyz")[:3])) as srv:  # cut mid-frame
+        t = Transport.connect(srv.url, timeout=5)
+        t.settimeout(5)
+        with pytest.raises(ConnectionClosed):
+            t.recv()
+        t.close()
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (frame(b"x" * 2000), "exceeds"),
+        (frame(b"a", opcode=3), "unknown websocket opcode"),
+        (frame(b"a", opcode=0), "continuation frame without"),
+        (frame(b"a" * 600, fin=False) + frame(b"b" * 600, opcode=0), "fragmented message exceeds"),
+    ],
+)
+def test_protocol_violations_raise_protocol_error(data: bytes, message: str) -> None:
+    with RawServer(lambda c: (c.sendall(data), time.sleep(0.2))) as srv:
+        t = Transport.connect(srv.url, timeout=5, max_frame_bytes=1000)
+        t.settimeout(5)
+        with pytest.raises(ProtocolError, match=message):
+            t.recv()
+        t.close()
+
+
+def test_abort_wakes_a_blocked_reader() -> None:
+    hold = threading.Event()
+    with RawServer(lambda c: hold.wait(5)) as srv:
+        t = Transport.connect(srv.url, timeout=5)
+        t.settimeout(5)
+        result: List[BaseException] = []
+
+        def reader() -> None:
+            try:
+                t.recv()
+            except BaseException as exc:
+                result.append(exc)
+
+        th = threading.Thread(target=reader)
+        th.start()
+        time.sleep(0.1)
+        started = time.monotonic()
+        t.abort()
+        th.join(5)
+        hold.set()
+        t.close()
+    assert time.monotonic() - started < 1.0
+    assert isinstance(result[0], ConnectionClosed)
+
+
+def test_send_text_reaches_the_server() -> None:
+    got: List[Tuple[int, bytes]] = []
+
+    def script(conn: socket.socket) -> None:
+        got.append(read_client_frame(conn))
+
+    with RawServer(script) as srv:
+        t = Transport.connect(srv.url, timeout=5)
+        t.send_text('{"op":"ping"}')
+        time.sleep(0.1)
+        t.close()
+    assert got == [(1, b'{"op":"ping"}')]
+
+
+def test_connect_failure_is_connection_lost() -> None:
+    from sixmm.errors import ConnectionLost
+
+    with pytest.raises(ConnectionLost):
+        Transport.connect("ws://127.0.0.1:9/ws", timeout=2)
+
+
+@pytest.mark.parametrize(
+    "url, ok",
+    [
+        ("wss://6mm.com/ws", True),
+        ("ws://127.0.0.1:8765/ws", True),
+        ("ws://localhost/ws", True),
+        ("ws://[::1]:8765/ws", True),
+        ("ws://6mm.com/ws", False),
+        ("ws://10.0.0.1/ws", False),
+        ("https://6mm.com/ws", False),
+        ("wss:///ws", False),
+    ],
+)
+def test_check_url(url: str, ok: bool) -> None:
+    if ok:
+        assert check_url(url) == url
+    else:
+        with pytest.raises(ValueError):
+            check_url(url)
