@@ -436,3 +436,39 @@ def test_ops_are_recorded_with_connection_ids(quiet: Sandbox) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_public_methods_are_safe_from_many_threads(quiet: Sandbox) -> None:
+    errors: List[BaseException] = []
+    ws = RawWS(quiet.ws_url)
+    ws.op("subscribe", "d", DEPTH)
+
+    def hammer() -> None:
+        try:
+            for _ in range(30):
+                quiet.step(1)
+                _, bids, asks = quiet.book_truth("BTCUSDT")
+                assert max(map(Decimal, bids)) < min(map(Decimal, asks))
+                assert quiet.connections and isinstance(quiet.ops, list)
+                quiet.pause_market()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, name=f"hammer-{i}") for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    try:
+        assert not errors
+        frames = depth_frames(ws.recv_all(0.2))
+        book = RawBook()
+        assert "gap" not in [book.apply(f["data"]) for f in frames]
+        assert book.version == quiet.book_truth("BTCUSDT")[0]
+    finally:
+        ws.close()
+
+
+def test_wait_for_times_out_false(quiet: Sandbox) -> None:
+    assert quiet.wait_for(lambda: False, timeout=0.05) is False
+    assert quiet.wait_for(lambda: True, timeout=0.0) is True

@@ -363,7 +363,8 @@ def test_invalid_private_credentials_get_auth_failure_then_close(sb: Sandbox) ->
 # -------------------------------------------------------------------------- CLI
 
 
-def test_cli_prints_banner_and_exits_cleanly_on_sigint() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_cli_prints_banner_and_exits_cleanly_on_signal(signum: int) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "sixmm.sandbox", "--port", "0", "--seed", "3"],
         stdout=subprocess.PIPE,
@@ -379,7 +380,7 @@ def test_cli_prints_banner_and_exits_cleanly_on_sigint() -> None:
         assert "sandbox-key" in banner
         rest = banner.split("rest=")[1].split()[0]
         assert requests.get(f"{rest}/v1/time", timeout=5).json()["code"] == 0
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:

@@ -47,10 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind")
     p.add_argument("--seed", type=int, default=0, help="market random seed")
     p.add_argument("--depth-style", default="doc", choices=DEPTH_STYLES, help="depth wire variant")
+    p.add_argument("--symbols", default="BTCUSDT,ETHUSDT,SOLUSDT", help="comma-separated")
     p.add_argument("--tick-interval", type=float, default=0.02, help="market tick period (s)")
+    p.add_argument("--ticker-interval", type=float, default=0.5, help="ticker period (s)")
+    p.add_argument("--kline-interval", type=float, default=1.0, help="kline period (s)")
+    p.add_argument("--depth-levels", type=int, default=50, help="initial levels per side")
     p.add_argument("--user-event-interval", type=float, default=1.0, help="0 disables")
     p.add_argument("--listen-key-ttl", type=float, default=3600.0, help="listenKey TTL (s)")
     p.add_argument("--no-quirks", action="store_true", help="no stale/overlapping depth quirks")
+    p.add_argument("--replay-on-connect", type=int, default=0, help="replay the last N user events")
     p.add_argument("--control", action="store_true", help="read control commands from stdin")
     return p
 
@@ -121,8 +126,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         port=args.port,
         seed=args.seed,
         host=args.host,
+        symbols=tuple(x.strip() for x in args.symbols.split(",") if x.strip()),
         depth_style=args.depth_style,
+        depth_levels=args.depth_levels,
         tick_interval=args.tick_interval,
+        ticker_interval=args.ticker_interval,
+        kline_interval=args.kline_interval,
+        replay_on_connect=args.replay_on_connect,
         user_event_interval=args.user_event_interval,
         listen_key_ttl=args.listen_key_ttl,
         depth_quirks=not args.no_quirks,
