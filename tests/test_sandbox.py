@@ -472,3 +472,25 @@ def test_public_methods_are_safe_from_many_threads(quiet: Sandbox) -> None:
 def test_wait_for_times_out_false(quiet: Sandbox) -> None:
     assert quiet.wait_for(lambda: False, timeout=0.05) is False
     assert quiet.wait_for(lambda: True, timeout=0.0) is True
+
+
+def test_slow_consumer_is_dropped_when_its_queue_overflows() -> None:
+    with Sandbox(user_event_interval=0, tick_interval=0, max_queue=50) as sb:
+        ws = RawWS(sb.ws_url)
+        try:
+            ws.op("subscribe", "t", "market.trade.BTCUSDT")
+            ws.recv_until(is_ack("t"))
+            sb.burst("BTCUSDT", 1000)  # enqueued in one go: more than 50 waiting
+            assert sb.wait_for(lambda: sb.connections == [])
+            with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+                ws.recv_all(2.0)
+        finally:
+            ws.close()
+
+
+def test_clear_records(quiet: Sandbox, client: RawWS) -> None:
+    client.op("ping", "1")
+    client.recv()
+    assert quiet.ops
+    quiet.clear_records()
+    assert quiet.ops == [] and quiet.rest_calls == []

@@ -32,7 +32,8 @@ class Sandbox:
     ``depth_quirks`` (default on) makes some snapshots be followed by a stale resend of the
     previous update or by an update whose range overlaps the snapshot, as the continuity
     rules allow. ``replay_on_connect=N`` replays the last N user events to every new private
-    connection (to test de-duplication).
+    connection (to test de-duplication). A connection with more than ``max_queue`` frames
+    waiting to be sent is dropped as a slow consumer, as exchanges do.
 
     Thread-safety: every public method may be called from any thread.
     """
@@ -58,6 +59,7 @@ class Sandbox:
         password: str = "sandbox-password",
         user_id: str = "1188041528",
         replay_on_connect: int = 0,
+        max_queue: int = 100_000,
     ) -> None:
         if depth_style not in DEPTH_STYLES:
             raise ValueError(f"depth_style must be one of {DEPTH_STYLES}, not {depth_style!r}")
@@ -80,6 +82,7 @@ class Sandbox:
             password=password,
             user_id=user_id,
             replay_on_connect=replay_on_connect,
+            max_queue=max_queue,
         )
         self._records = Records()
         self._server = Server(self._settings, self._records)
@@ -368,13 +371,22 @@ class Sandbox:
     @property
     def listen_keys(self) -> Dict[str, int]:
         """Active listenKeys -> expiry (epoch ms)."""
-        return self._call(lambda: dict(self._server.auth.keys))
+
+        def run() -> Dict[str, int]:
+            now = self._server.auth.wall_ms()
+            return {k: exp for k, exp in self._server.auth.keys.items() if exp > now}
+
+        return self._call(run)
 
     @property
     def connections(self) -> List[Dict[str, Any]]:
         """One dict per open WebSocket: ``{"id","kind","topics"}`` plus ``key``/``user`` if
         private."""
         return self._call(lambda: [c.info() for c in self._server.conns.values()])
+
+    def clear_records(self) -> None:
+        """Forget the recorded ops and REST calls (e.g. between phases of a long run)."""
+        self._records.clear()
 
     def issue_token(self, ttl: Optional[int] = None) -> str:
         """A valid access token (as login returns), optionally with a custom TTL in seconds."""

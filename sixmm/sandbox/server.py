@@ -34,7 +34,6 @@ __all__ = ["Conn", "Records", "Server", "Settings"]
 
 logger = logging.getLogger(__name__)
 
-MAX_QUEUE = 20_000  # frames buffered per connection before it is dropped as too slow
 _Item = Union[str, Tuple[str, Any]]  # text, ("pong", payload) or ("close", (code, reason))
 
 
@@ -60,6 +59,7 @@ class Settings:
     password: str = "sandbox-password"
     user_id: str = "1188041528"
     replay_on_connect: int = 0
+    max_queue: int = 100_000
 
 
 class Records:
@@ -70,6 +70,13 @@ class Records:
         self.generation = 0
         self.ops: List[Dict[str, Any]] = []
         self.rest_calls: List[Dict[str, Any]] = []
+
+    def clear(self) -> None:
+        with self.cond:
+            self.ops.clear()
+            self.rest_calls.clear()
+            self.generation += 1
+            self.cond.notify_all()
 
     def changed(self) -> None:
         with self.cond:
@@ -109,7 +116,7 @@ class Conn:
         """Enqueue a frame (dropped while the server is silent)."""
         if self.closing or self.server.silent():
             return
-        if self.queue.qsize() >= MAX_QUEUE:
+        if self.queue.qsize() >= self.server.s.max_queue:
             logger.warning("sandbox connection %d too slow; dropping it", self.id)
             self.abort()
             return
