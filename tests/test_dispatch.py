@@ -92,7 +92,7 @@ def test_raising_callback_is_isolated_reported_and_logged(
     assert isinstance(err, CallbackError)
     assert err.topic == "market.trade.BTCUSDT"
     assert isinstance(err.__cause__, ValueError) and str(err.__cause__) == "boom"
-    (rec,) = [r for r in caplog.records if r.name == LOGGER]
+    (rec,) = [r for r in caplog.records if r.name.startswith(LOGGER)]
     assert "market.trade.BTCUSDT" in rec.getMessage() and rec.exc_info is not None
     assert invoker.stats()["market.trade.BTCUSDT"]["errors"] == 1
     assert invoker.stats()["market.trade.BTCUSDT"]["calls"] == 3
