@@ -1,0 +1,363 @@
+"""Run every sixmm benchmark and print one table: ``python bench/run.py [--quick] [--runs N]``.
+
+Starts the loopback sender (``bench/sender.py``) in its own process, then runs each client in a
+fresh subprocess (``bench_stream.py`` for throughput, once per JSON backend and run;
+``bench_latency.py``; ``bench_memory.py`` per topic count and run, plus one flat-memory run),
+and the order-book figures of ``bench/bench_book.py`` in this process. Every figure is the
+median over ``--runs`` runs; every throughput ratio is taken against L, the bare
+websocket-client loop measured on the same stream in the same run and process.
+
+Options: ``--quick`` (a smoke run, under a minute), ``--runs N`` (default 3), ``--long``
+(the flat-memory run lasts 5 minutes instead of 20 s), ``--only stream,latency,...``,
+``--save FILE`` (every raw row as JSON lines). See ``bench/README.md`` for what each figure
+means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from bench.sender import SenderProcess  # noqa: E402
+
+Row = Dict[str, Any]
+SECTIONS = ("stream", "book", "latency", "memory", "flat")
+
+
+def _loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def machine() -> Dict[str, str]:
+    """CPU model, cores, Python, websocket-client, JSON backends."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import websocket
+
+    try:
+        import orjson
+
+        orjson_version = orjson.__version__
+    except ImportError:
+        orjson_version = "not installed"
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "os": platform.platform(),
+        "websocket-client": websocket.__version__,
+        "orjson": orjson_version,
+    }
+
+
+def _client(script: str, args: Sequence[str], timeout: float) -> List[Row]:
+    """Run ``bench/<script>`` in a fresh interpreter; return the JSON rows it printed."""
+    cmd = [sys.executable, os.path.join(HERE, script), *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return [{"error": f"{script} timed out after {timeout:.0f}s", "script": script}]
+    rows = []
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            rows.append(json.loads(line))
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
+        rows.append({"error": f"{script} exited {proc.returncode}: {tail[0]}", "script": script})
+    return rows
+
+
+# -- collecting ----------------------------------------------------------------------------
+
+
+def run_all(args: argparse.Namespace, log: Callable[[str], None]) -> List[Row]:
+    rows: List[Row] = []
+    quick, runs = args.quick, args.runs
+    only = set(args.only.split(",")) if args.only else set(SECTIONS)
+    with SenderProcess() as sender:
+        port = str(sender.port)
+        if "stream" in only:
+            sizes = (
+                ["--quick"] if quick else ["--trades", str(args.trades), "--depth", str(args.depth)]
+            )
+            for run in range(runs):
+                for backend in ("orjson", "json"):
+                    log(f"throughput run {run + 1}/{runs} ({backend})")
+                    rows += _client(
+                        "bench_stream.py",
+                        ["--port", port, "--json", backend, "--first-run", str(run), *sizes],
+                        timeout=600,
+                    )
+        if "book" in only:
+            log("order book (bench_book)")
+            try:
+                rows += book_rows(frames=2_000 if quick else 10_000, runs=runs)
+            except Exception as exc:  # e.g. a book bug: report it, go on
+                rows.append({"bench": "book", "error": f"{type(exc).__name__}: {exc}"})
+        if "latency" in only:
+            lsecs = "0.5" if quick else str(args.latency_secs)
+            for run in range(runs):
+                log(f"latency run {run + 1}/{runs}")
+                rows += _client(
+                    "bench_latency.py",
+                    ["--port", port, "--secs", lsecs, "--first-run", str(run)],
+                    timeout=600,
+                )
+        if "memory" in only:
+            msecs = "1" if quick else "3"
+            for topics in (1, 50, 500):
+                for run in range(runs):
+                    log(f"memory, {topics} topic(s), run {run + 1}/{runs}")
+                    rows += _client(
+                        "bench_memory.py",
+                        [
+                            "--port",
+                            port,
+                            "--topics",
+                            str(topics),
+                            "--secs",
+                            msecs,
+                            "--run",
+                            str(run),
+                        ],
+                        timeout=300,
+                    )
+        if "flat" in only:
+            fsecs = 4.0 if quick else (300.0 if args.long else 20.0)
+            log(f"flat memory over {fsecs:.0f} s")
+            rows += _client(
+                "bench_memory.py",
+                [
+                    "--port",
+                    port,
+                    "--flat",
+                    "--topics",
+                    "50",
+                    "--rate",
+                    "10000",
+                    "--secs",
+                    str(fsecs),
+                ],
+                timeout=fsecs * 3 + 120,
+            )
+    return rows
+
+
+def book_rows(frames: int, runs: int) -> List[Row]:
+    """Book apply rate and top(10) cost at 5,000 levels per side (bench/bench_book.py)."""
+    from bench.bench_book import bench_levels
+
+    r = bench_levels(5_000, frames, runs)
+    return [
+        {"bench": "book", "figure": "apply/s", "value": r["apply/s"]},
+        {"bench": "book", "figure": "apply+top10/s", "value": r["apply+top10/s"]},
+        {"bench": "book", "figure": "live apply+top10/s", "value": r["live apply+top10/s"]},
+        {"bench": "book", "figure": "top10 us", "value": r["top10 us"]},
+        {"bench": "book", "figure": "live top10 us", "value": r["live top10 us"]},
+        {"bench": "book", "figure": "parse us", "value": r["parse us/frame"]},
+    ]
+
+
+# -- the table -----------------------------------------------------------------------------
+
+
+def _median(values: List[float]) -> Optional[float]:
+    return statistics.median(values) if values else None
+
+
+def _num(x: Optional[float], unit: str = "") -> str:
+    if x is None:
+        return "n/a"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}{unit}"
+    if abs(x) >= 100:
+        return f"{x:.0f}{unit}"
+    return f"{x:.1f}{unit}"
+
+
+_STREAM_NAMES = {
+    "raw": "raw socket reader (sender ceiling)",
+    "bare": "**L**: bare websocket-client `recv()` loop",
+    "sixmm-inline": "sixmm, inline dispatcher",
+    "sixmm-worker": "sixmm, worker dispatcher",
+    "sixmm-queue": "sixmm, queue + drain thread",
+}
+_TARGETS = {
+    ("trade", "sixmm-inline", "json"): 0.8,
+    ("trade", "sixmm-inline", "orjson"): 1.0,
+    ("trade", "sixmm-worker", "json"): 0.6,
+    ("trade", "sixmm-worker", "orjson"): 0.6,
+    ("depth", "sixmm-inline", "json"): 0.5,
+    ("depth", "sixmm-inline", "orjson"): 0.5,
+}
+
+
+def table(rows: List[Row], runs: int) -> List[str]:
+    out = ["| figure | median | ratio to L | target |", "|---|---:|---:|---|"]
+    errors = [r for r in rows if "error" in r]
+    stream = [r for r in rows if r.get("bench") == "stream" and "rate" in r]
+    for kind, title in (
+        ("trade", "trades (~200 B)"),
+        ("depth", "depth, 20 changes (~600 B) into a live 5,000-level book"),
+    ):
+        sel = [r for r in stream if r["kind"] == kind]
+        if not sel:
+            continue
+        n = sel[0]["n"]
+        out.append(f"| ***{title}***, msgs/s, {n:,} per figure | | | |")
+        for figure in ("raw", "bare"):
+            vals = [r for r in sel if r["figure"] == figure]
+            ratio = _median([r["ratio"] for r in vals])
+            out.append(
+                f"| {_STREAM_NAMES[figure]} | {_num(_median([r['rate'] for r in vals]))} | "
+                f"{ratio:.2f}x | |"
+                if ratio is not None
+                else f"| {_STREAM_NAMES[figure]} | n/a | | |"
+            )
+        for figure in ("sixmm-inline", "sixmm-worker", "sixmm-queue"):
+            for backend in ("json", "orjson"):
+                vals = [r for r in sel if r["figure"] == figure and r["backend"] == backend]
+                if not vals:
+                    continue
+                rate = _median([r["rate"] for r in vals])
+                ratio = _median([r["ratio"] for r in vals])
+                target = _TARGETS.get((kind, figure, backend))
+                verdict = ""
+                if target is not None and ratio is not None:
+                    verdict = f"≥ {target}x {'✅' if ratio >= target else '❌'}"
+                label = (
+                    f"{_STREAM_NAMES[figure]}, {'stdlib json' if backend == 'json' else 'orjson'}"
+                )
+                out.append(f"| {label} | {_num(rate)} | {ratio:.2f}x | {verdict} |")
+    book = [r for r in rows if r.get("bench") == "book"]
+    if book:
+        out.append("| ***order book, 5,000 levels per side*** (bench_book.py) | | | |")
+        names = {
+            "apply/s": ("BookState apply, updates/s", ""),
+            "apply+top10/s": ("BookState apply + top(10), updates/s", ""),
+            "live apply+top10/s": ("OrderBook (locked) apply + top(10), updates/s", ""),
+            "top10 us": ("top(10) alone, µs", " µs"),
+            "live top10 us": ("OrderBook.top(10), µs", " µs"),
+            "parse us": ("parse_depth, µs/frame", " µs"),
+        }
+        for r in book:
+            label, unit = names[r["figure"]]
+            out.append(f"| {label} | {_num(r['value'], unit)} | | |")
+    lat = [r for r in rows if r.get("bench") == "latency" and "p50" in r]
+    for rate in sorted({r["rate"] for r in lat}):
+        out.append(
+            f"| ***callback latency at {rate:,} msgs/s*** (sender stamp -> callback) "
+            "| p50 / p99 µs | Δp50 vs bare | |"
+        )
+        for figure, label in (
+            ("bare", "bare websocket-client loop (the floor)"),
+            ("sixmm-inline", "sixmm, inline"),
+            ("sixmm-worker", "sixmm, worker"),
+        ):
+            vals = [r for r in lat if r["rate"] == rate and r["figure"] == figure]
+            if not vals:
+                continue
+            p50 = _median([r["p50"] for r in vals])
+            p99 = _median([r["p99"] for r in vals])
+            d50 = _median([r["d50"] for r in vals if "d50" in r])
+            verdict = ""
+            if rate == 1000 and figure == "sixmm-inline" and d50 is not None:
+                verdict = f"≤ +20 µs {'✅' if d50 <= 20 else '❌'}"
+            delta = "" if d50 is None else f"{d50:+.0f} µs"
+            out.append(f"| {label} | {_num(p50)} / {_num(p99)} | {delta} | {verdict} |")
+    mem = [r for r in rows if r.get("bench") == "memory" and "rss" in r]
+    if mem:
+        out.append(
+            "| ***memory and CPU*** (trades at 5,000 msgs/s in all) "
+            "| RSS MiB (+ over import) / traced KiB / CPU % / CPU µs per msg | | |"
+        )
+        for topics in sorted({r["topics"] for r in mem}):
+            vals = [r for r in mem if r["topics"] == topics]
+            rss = _median([r["rss"] for r in vals])
+            grow = _median([r["rss"] - r["rss_base"] for r in vals])
+            traced = _median([r["traced_kb"] for r in vals])
+            cpu = _median([r["cpu_pct"] for r in vals])
+            cpu_us = _median([r["cpu_us"] for r in vals])
+            conns = vals[0].get("connections")
+            out.append(
+                f"| {topics} topic(s), {conns} connection(s) | {_num(rss)} (+{grow:.1f}) / "
+                f"{_num(traced)} / {cpu:.0f}% / {cpu_us:.1f} | | |"
+            )
+    for r in rows:
+        if r.get("bench") == "flat" and "rss_end" in r:
+            out.append(
+                f"| ***memory over {r['secs']:.0f} s*** ({r['topics']} topics, "
+                f"{r['rate']:,} msgs/s, {r['n']:,} msgs): RSS, first quarter → end "
+                f"| {r['rss_q1']:.1f} → "
+                f"{r['rss_end']:.1f} MiB ({r['rss_growth_mb']:+.2f}); gc objects "
+                f"{r['objects_q1']:,} → {r['objects_end']:,} | | |"
+            )
+    for e in errors:
+        where = f"{e.get('bench', e.get('script', '?'))} {e.get('figure', '')}"
+        out.append(f"| ⚠ {where} failed | {e['error'][:120]} | | |")
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run (< 60 s)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
+    parser.add_argument("--long", action="store_true", help="5-minute flat-memory run")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated subset of {','.join(SECTIONS)}"
+    )
+    parser.add_argument("--trades", type=int, default=100_000, help="trades per figure")
+    parser.add_argument("--depth", type=int, default=20_000, help="depth updates per figure")
+    parser.add_argument(
+        "--latency-secs", type=float, default=2.0, help="seconds per latency figure"
+    )
+    parser.add_argument("--save", default="", help="write every raw row to this JSON-lines file")
+    args = parser.parse_args(argv)
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    t0 = time.monotonic()
+    load_before = _loadavg()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    info = machine()
+    rows = run_all(args, log)
+    if args.save:
+        with open(args.save, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+    cmd = "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"`{cmd.strip()}` -- median of {args.runs} run(s), {time.monotonic() - t0:.0f} s\n")
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores; {info['python']}; "
+        f"websocket-client {info['websocket-client']}; orjson {info['orjson']}; {info['os']}"
+    )
+    print(f"load average (1/5/15 min): {load_before} before, {_loadavg()} after\n")
+    print("\n".join(table(rows, args.runs)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

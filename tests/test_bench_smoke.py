@@ -1,0 +1,47 @@
+"""Smoke test of the benchmark scripts: tiny streams through each path, figures come out.
+
+No timing assertions: the figures only have to exist and be positive.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Iterator
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import bench_latency, bench_stream
+from bench.sender import SenderProcess
+
+
+@pytest.fixture(scope="module")
+def sender() -> Iterator[SenderProcess]:
+    with SenderProcess() as s:
+        yield s
+
+
+def _positive(x: float) -> bool:
+    return math.isfinite(x) and x > 0
+
+
+@pytest.mark.timeout(30)
+def test_throughput_paths_produce_figures(sender: SenderProcess) -> None:
+    assert _positive(bench_stream.raw_reader(sender.port, "trade", 2_000))
+    assert _positive(bench_stream.bare_loop(sender.port, "trade", 2_000))
+    for dispatcher in ("inline", "worker", "queue"):
+        assert _positive(bench_stream.sixmm_stream(sender.port, "trade", 2_000, dispatcher))
+    # depth: a 5,000-level snapshot, then versioned updates that keep the live book synced
+    # (sixmm_stream raises if the book is not synced at the end)
+    assert _positive(bench_stream.sixmm_stream(sender.port, "depth", 300, "inline"))
+
+
+@pytest.mark.timeout(30)
+def test_latency_paths_produce_figures(sender: SenderProcess) -> None:
+    p50, p99 = bench_latency.bare_latency(sender.port, 2_000, 200)
+    assert _positive(p50) and p99 >= p50
+    s50, s99 = bench_latency.sixmm_latency(sender.port, 2_000, 200, "inline")
+    assert _positive(s50) and s99 >= s50
