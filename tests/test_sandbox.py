@@ -494,3 +494,10 @@ def test_clear_records(quiet: Sandbox, client: RawWS) -> None:
     assert quiet.ops
     quiet.clear_records()
     assert quiet.ops == [] and quiet.rest_calls == []
+
+
+def test_stop_from_the_sandbox_thread_itself_does_not_deadlock() -> None:
+    sb = Sandbox(user_event_interval=0).start()
+    sb._call(sb.stop)  # as if a hook running on the loop stopped it
+    sb.stop(timeout=5)  # from outside: joins
+    assert not [t for t in threading.enumerate() if t.name == "sixmm-sandbox"]

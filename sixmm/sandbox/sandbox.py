@@ -152,15 +152,16 @@ class Sandbox:
             thread, loop = self._thread, self._loop
         if thread is None:
             return
-        if loop is not None and thread.is_alive() and threading.current_thread() is not thread:
-            request = self._shutdown_request
-            if request is not None:  # else _main has not got there yet and will see _stopped
-                try:
-                    loop.call_soon_threadsafe(request.set)
-                except RuntimeError:  # loop already closed
-                    pass
-        if threading.current_thread() is not thread:
-            thread.join(timeout)
+        request = self._shutdown_request
+        if request is not None and loop is not None:  # else _main will see _stopped itself
+            if threading.current_thread() is thread:
+                request.set()  # called on the loop itself: it stops after this callback
+                return
+            try:
+                loop.call_soon_threadsafe(request.set)
+            except RuntimeError:  # loop already closed
+                pass
+        thread.join(timeout)
 
     def __enter__(self) -> Sandbox:
         return self.start()
