@@ -501,3 +501,36 @@ def test_stop_from_the_sandbox_thread_itself_does_not_deadlock() -> None:
     sb._call(sb.stop)  # as if a hook running on the loop stopped it
     sb.stop(timeout=5)  # from outside: joins
     assert not [t for t in threading.enumerate() if t.name == "sixmm-sandbox"]
+
+
+def test_ack_style_variants() -> None:
+    with Sandbox(user_event_interval=0, tick_interval=0, ack_style="msg_field") as sb:
+        ws = RawWS(sb.ws_url)
+        try:
+            ws.op("subscribe", "m", "market.trade.NOPE")
+            ack = ws.recv()
+            assert ack["success"] is False and ack["msg"] and "message" not in ack
+        finally:
+            ws.close()
+    with Sandbox(user_event_interval=0, tick_interval=0, ack_style="numeric_ids") as sb:
+        ws = RawWS(sb.ws_url)
+        try:
+            ws.op("subscribe", "1772007814666", "market.tickers")
+            assert ws.recv()["id"] == 1772007814666
+            ws.op("subscribe", "abc", "market.tickers")
+            assert ws.recv()["id"] == "abc"
+        finally:
+            ws.close()
+
+
+def test_trade_style_object_sends_one_push_per_trade() -> None:
+    with Sandbox(user_event_interval=0, tick_interval=0, trade_style="object") as sb:
+        ws = RawWS(sb.ws_url)
+        try:
+            ws.op("subscribe", "t", "market.trade.ETHUSDT")
+            ws.recv_until(is_ack("t"))
+            sb.burst("ETHUSDT", 3)
+            pushes = [ws.recv_until(on_topic("market.trade.ETHUSDT")) for _ in range(3)]
+        finally:
+            ws.close()
+    assert all(isinstance(p["data"], dict) and p["data"]["symbol"] == "ETHUSDT" for p in pushes)

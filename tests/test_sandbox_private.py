@@ -420,3 +420,14 @@ def test_cli_control_commands() -> None:
             proc.wait(5)
     assert proc.returncode == 0, err
     assert "unknown command 'bogus'" in out and "dropped 1" in out
+
+
+def test_auth_failure_close_style_just_closes() -> None:
+    with Sandbox(user_event_interval=0, tick_interval=0, auth_failure="close") as box:
+        ws = RawWS(f"{box.ws_url}?listenKey=unknown")
+        try:
+            with pytest.raises(Closed) as info:
+                ws.recv()
+            assert info.value.code == 1008
+        finally:
+            ws.close()

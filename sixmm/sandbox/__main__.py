@@ -14,7 +14,7 @@ from types import FrameType
 from typing import Callable, Dict, List, Optional
 
 from .sandbox import Sandbox
-from .wire import DEPTH_STYLES
+from .wire import ACK_STYLES, AUTH_FAILURES, DEPTH_STYLES, TRADE_STYLES
 
 COMMANDS = """\
 control commands (one per line on stdin, with --control or a terminal):
@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind")
     p.add_argument("--seed", type=int, default=0, help="market random seed")
     p.add_argument("--depth-style", default="doc", choices=DEPTH_STYLES, help="depth wire variant")
+    p.add_argument("--ack-style", default="doc", choices=ACK_STYLES, help="ack wire variant")
+    p.add_argument("--trade-style", default="list", choices=TRADE_STYLES, help="trade push variant")
+    p.add_argument(
+        "--auth-failure", default="frame", choices=AUTH_FAILURES, help="refused private auth"
+    )
     p.add_argument("--symbols", default="BTCUSDT,ETHUSDT,SOLUSDT", help="comma-separated")
     p.add_argument("--tick-interval", type=float, default=0.02, help="market tick period (s)")
     p.add_argument("--ticker-interval", type=float, default=0.5, help="ticker period (s)")
@@ -133,6 +138,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         ticker_interval=args.ticker_interval,
         kline_interval=args.kline_interval,
         replay_on_connect=args.replay_on_connect,
+        ack_style=args.ack_style,
+        trade_style=args.trade_style,
+        auth_failure=args.auth_failure,
         user_event_interval=args.user_event_interval,
         listen_key_ttl=args.listen_key_ttl,
         depth_quirks=not args.no_quirks,

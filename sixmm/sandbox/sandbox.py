@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from .server import Records, Server, Settings
-from .wire import DEPTH_STYLES
+from .wire import ACK_STYLES, AUTH_FAILURES, DEPTH_STYLES, TRADE_STYLES
 
 __all__ = ["Sandbox"]
 
@@ -34,6 +34,12 @@ class Sandbox:
     rules allow. ``replay_on_connect=N`` replays the last N user events to every new private
     connection (to test de-duplication). A connection with more than ``max_queue`` frames
     waiting to be sent is dropped as a slow consumer, as exchanges do.
+
+    Variants of [assumed] shapes, for client leniency tests: ``ack_style`` ``"doc"`` |
+    ``"msg_field"`` (failure reason in ``msg``) | ``"numeric_ids"`` (digit ids echoed as
+    numbers); ``trade_style`` ``"list"`` | ``"object"`` (one push per trade, ``data`` a dict);
+    ``auth_failure`` ``"frame"`` (auth ack with ``success: false`` then close) | ``"close"``
+    (just close).
 
     Thread-safety: every public method may be called from any thread.
     """
@@ -60,9 +66,18 @@ class Sandbox:
         user_id: str = "1188041528",
         replay_on_connect: int = 0,
         max_queue: int = 100_000,
+        ack_style: str = "doc",
+        trade_style: str = "list",
+        auth_failure: str = "frame",
     ) -> None:
-        if depth_style not in DEPTH_STYLES:
-            raise ValueError(f"depth_style must be one of {DEPTH_STYLES}, not {depth_style!r}")
+        for name, value, allowed in (
+            ("depth_style", depth_style, DEPTH_STYLES),
+            ("ack_style", ack_style, ACK_STYLES),
+            ("trade_style", trade_style, TRADE_STYLES),
+            ("auth_failure", auth_failure, AUTH_FAILURES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, not {value!r}")
         self._settings = Settings(
             host=host,
             port=port,
@@ -83,6 +98,9 @@ class Sandbox:
             user_id=user_id,
             replay_on_connect=replay_on_connect,
             max_queue=max_queue,
+            ack_style=ack_style,
+            trade_style=trade_style,
+            auth_failure=auth_failure,
         )
         self._records = Records()
         self._server = Server(self._settings, self._records)

@@ -60,6 +60,9 @@ class Settings:
     user_id: str = "1188041528"
     replay_on_connect: int = 0
     max_queue: int = 100_000
+    ack_style: str = "doc"
+    trade_style: str = "list"
+    auth_failure: str = "frame"
 
 
 class Records:
@@ -265,7 +268,7 @@ class Server:
         for ev in res.depth:
             self.publish_depth(ev, now)
         for symbol, trades in res.trades.items():
-            self.publish(f"market.trade.{symbol}", now, trades)
+            self.publish_trades(symbol, now, trades)
         for symbol, interval, kline in res.klines:
             self.publish(f"market.kline.{symbol}.{interval}", now, kline)
         for ticker in res.tickers:
@@ -282,6 +285,15 @@ class Server:
         for conn in list(subs.values()):
             conn.send(text)
         return len(subs)
+
+    def publish_trades(self, symbol: str, ts: int, trades: List[Dict[str, object]]) -> None:
+        """Trades as one list push (``trade_style="list"``) or one push per trade."""
+        topic = f"market.trade.{symbol}"
+        if self.s.trade_style == "object":
+            for trade in trades:
+                self.publish(topic, ts, trade)
+        else:
+            self.publish(topic, ts, trades)
 
     def publish_depth(self, ev: DepthEvent, now: int, corrupt: bool = False) -> None:
         self.last_update[ev.symbol] = None if corrupt else ev
@@ -409,7 +421,8 @@ class Server:
     def _private_auth(self, conn: Conn, key: Optional[str], token: Optional[str]) -> None:
         ok, detail = self.auth.ws_auth(key, token)
         if not ok:
-            conn.send(dumps({"event": "auth", "success": False, "message": detail}))
+            if self.s.auth_failure == "frame":
+                conn.send(dumps({"event": "auth", "success": False, "message": detail}))
             conn.close(1008, "auth failed")
             return
         conn.kind = "private"
@@ -447,8 +460,9 @@ class Server:
             conn.send(dumps({"id": rid, "event": "error", "message": f"unknown op: {op}"}))
 
     def _on_sub(self, conn: Conn, op: str, rid: Any, args: Any) -> None:
+        style = self.s.ack_style
         if not isinstance(args, list):
-            conn.send(ack_frame(rid, op, False, [], "args must be a list of topics"))
+            conn.send(ack_frame(rid, op, False, [], "args must be a list of topics", style))
             return
         good: List[str] = []
         bad: List[Tuple[Any, str]] = []
@@ -468,9 +482,9 @@ class Server:
                     good = [t for t in good if t not in hit]
                     break
         if good or not bad:
-            conn.send(ack_frame(rid, op, True, good))
+            conn.send(ack_frame(rid, op, True, good, style=style))
         for topic, reason in bad:
-            conn.send(ack_frame(rid, op, False, [topic], reason))
+            conn.send(ack_frame(rid, op, False, [topic], reason, style))
         for topic in good:
             if op == "subscribe":
                 conn.topics[topic] = None
@@ -534,10 +548,9 @@ class Server:
     def burst(self, symbol: str, n: int) -> None:
         assert self.market is not None
         book = self.market.books[symbol]
-        topic = f"market.trade.{symbol}"
         for _ in range(n):
             now = self.server_ms()
-            self.publish(topic, now, book.trades(now, 1))
+            self.publish_trades(symbol, now, book.trades(now, 1))
 
 
 def _merge(prev: DepthEvent, ev: DepthEvent) -> DepthEvent:

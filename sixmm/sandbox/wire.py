@@ -14,8 +14,11 @@ from typing import Any, Collection, Dict, List, Optional, Tuple
 from .market import INTERVALS, DepthEvent
 
 __all__ = [
+    "ACK_STYLES",
+    "AUTH_FAILURES",
     "DEPTH_STYLES",
     "MALFORMED_FRAMES",
+    "TRADE_STYLES",
     "ack_frame",
     "depth_frame",
     "dumps",
@@ -23,6 +26,9 @@ __all__ = [
     "validate_topic",
 ]
 
+ACK_STYLES: Tuple[str, ...] = ("doc", "msg_field", "numeric_ids")
+TRADE_STYLES: Tuple[str, ...] = ("list", "object")
+AUTH_FAILURES: Tuple[str, ...] = ("frame", "close")
 DEPTH_STYLES: Tuple[str, ...] = (
     "doc",
     "no_type",
@@ -98,11 +104,24 @@ def push_frame(topic: str, ts: int, data: Any) -> str:
     return dumps({"topic": topic, "event": "data", "ts": ts, "data": data})
 
 
-def ack_frame(req_id: Any, op: str, success: bool, topics: List[Any], message: str = "") -> str:
-    """A subscribe/unsubscribe ack; ``message`` only on failure."""
+def ack_frame(
+    req_id: Any,
+    op: str,
+    success: bool,
+    topics: List[Any],
+    message: str = "",
+    style: str = "doc",
+) -> str:
+    """A subscribe/unsubscribe ack; the reason only on failure.
+
+    ``style``: ``"doc"`` (reason in ``message``), ``"msg_field"`` (reason in ``msg``),
+    ``"numeric_ids"`` (an all-digit string id comes back as a JSON number).
+    """
+    if style == "numeric_ids" and isinstance(req_id, str) and req_id.isdigit():
+        req_id = int(req_id)
     obj: Dict[str, Any] = {"id": req_id, "event": op, "success": success, "data": topics}
     if not success:
-        obj["message"] = message
+        obj["msg" if style == "msg_field" else "message"] = message
     return dumps(obj)
 
 
