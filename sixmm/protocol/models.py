@@ -16,13 +16,27 @@ the aliases listed on each model (in brackets) are tolerated as variants.
 
 from __future__ import annotations
 
-import math
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import attrs
 
 from sixmm.errors import ProtocolError
+from sixmm.protocol._fields import (
+    dec,
+    get,
+    items,
+    merged,
+    obj,
+    opt_bool,
+    opt_dec,
+    opt_int,
+    opt_str,
+    opt_upper,
+    req,
+    req_int,
+    req_str,
+)
 from sixmm.protocol.depth import DepthMsg, parse_depth
 from sixmm.protocol.events import PrivatePush, Push
 
@@ -39,115 +53,6 @@ __all__ = [
     "convert",
     "user_event",
 ]
-
-_MAX_EXPONENT = 100  # |adjusted exponent| above this is not a price or a size
-_MISSING = object()
-
-# --------------------------------------------------------------------------- converters
-
-
-def _get(data: Dict[str, Any], keys: Tuple[str, ...]) -> Any:
-    """The first non-None value among ``keys`` (None when none is present)."""
-    for key in keys:
-        value = data.get(key)
-        if value is not None:
-            return value
-    return None
-
-
-def _dec(value: Any, model: str, field: str, non_negative: bool = False) -> Decimal:
-    t = type(value)
-    try:
-        if t is str:
-            number = Decimal(value) if len(value) <= 100 else Decimal("NaN")
-        elif t is int:
-            number = Decimal(value)
-        elif t is float:
-            number = Decimal(repr(value))
-        elif t is Decimal:
-            number = value
-        else:
-            raise ProtocolError(
-                f"{model}.{field} must be a decimal string, got {type(value).__name__}"
-            )
-    except InvalidOperation:
-        raise ProtocolError(f"{model}.{field} is not a number: {value!r:.40}") from None
-    if not number.is_finite() or abs(number.adjusted()) > _MAX_EXPONENT:
-        raise ProtocolError(f"{model}.{field} must be a finite number, got {value!r:.40}")
-    if non_negative and number < 0:
-        raise ProtocolError(f"{model}.{field} must be >= 0, got {value!r:.40}")
-    return number
-
-
-def _opt_dec(value: Any, model: str, field: str, non_negative: bool = False) -> Optional[Decimal]:
-    if value is None or value == "":
-        return None
-    return _dec(value, model, field, non_negative)
-
-
-def _req(value: Any, model: str, field: str) -> Any:
-    if value is None:
-        raise ProtocolError(f"{model}.{field} is missing")
-    return value
-
-
-def _opt_int(value: Any, model: str, field: str) -> Optional[int]:
-    t = type(value)
-    if t is int:
-        return value  # type: ignore[no-any-return]
-    if value is None:
-        return None
-    if t is str and 0 < len(value) <= 20 and value.isascii() and value.isdigit():
-        return int(value)
-    if t is float and math.isfinite(value) and value.is_integer():
-        return int(value)
-    raise ProtocolError(f"{model}.{field} must be an integer (ms), got {value!r:.40}")
-
-
-def _int(value: Any, model: str, field: str) -> int:
-    result = _opt_int(value, model, field)
-    if result is None:
-        raise ProtocolError(f"{model}.{field} is missing")
-    return result
-
-
-def _opt_str(value: Any, model: str, field: str) -> Optional[str]:
-    t = type(value)
-    if t is str or value is None:
-        return value  # type: ignore[no-any-return]
-    if t is int:  # large ids may come as numbers
-        return str(value)
-    raise ProtocolError(f"{model}.{field} must be a string, got {type(value).__name__}")
-
-
-def _str(value: Any, model: str, field: str) -> str:
-    result = _opt_str(value, model, field)
-    if not result:
-        raise ProtocolError(f"{model}.{field} is missing")
-    return result
-
-
-def _opt_upper(value: Any, model: str, field: str) -> Optional[str]:
-    if type(value) is str:
-        return value.upper()
-    if value is None:
-        return None
-    raise ProtocolError(f"{model}.{field} must be a string, got {type(value).__name__}")
-
-
-def _opt_bool(value: Any, model: str, field: str) -> Optional[bool]:
-    if value is None or value is True or value is False:
-        return value
-    if value == "true" or value == "false":
-        return bool(value == "true")
-    raise ProtocolError(f"{model}.{field} must be a boolean, got {value!r:.40}")
-
-
-def _obj(data: Any, model: str) -> Dict[str, Any]:
-    if type(data) is not dict:
-        raise ProtocolError(f"{model} payload must be an object, got {type(data).__name__}")
-    return data
-
 
 # --------------------------------------------------------------------------- public data
 
@@ -174,19 +79,19 @@ class Trade:
     @classmethod
     def from_wire(cls, data: Any, symbol: Optional[str] = None) -> Trade:
         """Build from one trade object; ``symbol`` is the fallback (from the topic)."""
-        d = _obj(data, "Trade")
+        d = obj(data, "Trade")
         return cls(
-            _str(_get(d, ("symbol", "s")) or symbol, "Trade", "symbol"),
-            _dec(_req(_get(d, ("price", "p")), "Trade", "price"), "Trade", "price"),
-            _dec(
-                _req(_get(d, ("quantity", "qty", "q")), "Trade", "quantity"),
+            req_str(get(d, ("symbol", "s")) or symbol, "Trade", "symbol"),
+            dec(req(get(d, ("price", "p")), "Trade", "price"), "Trade", "price"),
+            dec(
+                req(get(d, ("quantity", "qty", "q")), "Trade", "quantity"),
                 "Trade",
                 "quantity",
                 non_negative=True,
             ),
-            _opt_upper(d.get("side"), "Trade", "side"),
-            _opt_str(_get(d, ("tradeId", "id", "t")), "Trade", "tradeId"),
-            _opt_int(_get(d, ("time", "ts", "timestamp", "T")), "Trade", "time"),
+            opt_upper(d.get("side"), "Trade", "side"),
+            opt_str(get(d, ("tradeId", "id", "t")), "Trade", "tradeId"),
+            opt_int(get(d, ("time", "ts", "timestamp", "T")), "Trade", "time"),
             d,
         )
 
@@ -220,26 +125,26 @@ class Kline:
         cls, data: Any, symbol: Optional[str] = None, interval: Optional[str] = None
     ) -> Kline:
         """Build from one kline object; ``symbol``/``interval`` are fallbacks (the topic's)."""
-        d = _obj(data, "Kline")
+        d = obj(data, "Kline")
         m = "Kline"
 
         def price(keys: Tuple[str, ...]) -> Decimal:
-            return _dec(_req(_get(d, keys), m, keys[0]), m, keys[0])
+            return dec(req(get(d, keys), m, keys[0]), m, keys[0])
 
         closed = d.get("closed")
         if closed is None:
-            closed = _get(d, ("isFinal", "x"))
+            closed = get(d, ("isFinal", "x"))
         return cls(
-            _str(_get(d, ("symbol", "s")) or symbol, m, "symbol"),
-            _str(_get(d, ("interval", "i")) or interval, m, "interval"),
-            _int(_get(d, ("openTime", "t")), m, "openTime"),
+            req_str(get(d, ("symbol", "s")) or symbol, m, "symbol"),
+            req_str(get(d, ("interval", "i")) or interval, m, "interval"),
+            req_int(get(d, ("openTime", "t")), m, "openTime"),
             price(("open", "o")),
             price(("high", "h")),
             price(("low", "l")),
             price(("close", "c")),
-            _dec(_req(_get(d, ("volume", "v")), m, "volume"), m, "volume", non_negative=True),
-            _opt_int(_get(d, ("closeTime", "T")), m, "closeTime"),
-            _opt_bool(closed, m, "closed"),
+            dec(req(get(d, ("volume", "v")), m, "volume"), m, "volume", non_negative=True),
+            opt_int(get(d, ("closeTime", "T")), m, "closeTime"),
+            opt_bool(closed, m, "closed"),
             d,
         )
 
@@ -273,21 +178,21 @@ class Ticker:
     @classmethod
     def from_wire(cls, data: Any, symbol: Optional[str] = None) -> Ticker:
         """Build from one ticker object; ``symbol`` is the fallback (the topic's)."""
-        d = _obj(data, "Ticker")
+        d = obj(data, "Ticker")
         m = "Ticker"
         ticker = cls(
-            _str(_get(d, ("symbol", "s")) or symbol, m, "symbol"),
-            _opt_dec(_get(d, ("lastPrice", "last")), m, "lastPrice"),
-            _opt_dec(_get(d, ("open", "openPrice")), m, "open"),
-            _opt_dec(_get(d, ("high", "highPrice")), m, "high"),
-            _opt_dec(_get(d, ("low", "lowPrice")), m, "low"),
-            _opt_dec(d.get("volume"), m, "volume"),
-            _opt_dec(d.get("quoteVolume"), m, "quoteVolume"),
-            _opt_dec(d.get("priceChange"), m, "priceChange"),
-            _opt_dec(d.get("priceChangePercent"), m, "priceChangePercent"),
-            _opt_dec(d.get("markPrice"), m, "markPrice"),
-            _opt_dec(d.get("indexPrice"), m, "indexPrice"),
-            _opt_dec(d.get("fundingRate"), m, "fundingRate"),
+            req_str(get(d, ("symbol", "s")) or symbol, m, "symbol"),
+            opt_dec(get(d, ("lastPrice", "last")), m, "lastPrice"),
+            opt_dec(get(d, ("open", "openPrice")), m, "open"),
+            opt_dec(get(d, ("high", "highPrice")), m, "high"),
+            opt_dec(get(d, ("low", "lowPrice")), m, "low"),
+            opt_dec(d.get("volume"), m, "volume"),
+            opt_dec(d.get("quoteVolume"), m, "quoteVolume"),
+            opt_dec(d.get("priceChange"), m, "priceChange"),
+            opt_dec(d.get("priceChangePercent"), m, "priceChangePercent"),
+            opt_dec(d.get("markPrice"), m, "markPrice"),
+            opt_dec(d.get("indexPrice"), m, "indexPrice"),
+            opt_dec(d.get("fundingRate"), m, "fundingRate"),
             d,
         )
         if ticker.last_price is None and all(getattr(ticker, n) is None for n in _TICKER_NUMBERS):
@@ -372,15 +277,6 @@ class DepthUpdate:
 # --------------------------------------------------------------------------- private data
 
 
-def _merged(data: Dict[str, Any], nested: Tuple[str, ...]) -> Dict[str, Any]:
-    """[assumed] Fields may sit in a nested object (``{"order": {...}}``): merge it in."""
-    for key in nested:
-        inner = data.get(key)
-        if type(inner) is dict:
-            return {**data, **inner}
-    return data
-
-
 @attrs.frozen(slots=True)
 class OrderUpdate:
     """An ``ORDER_TRADE_UPDATE`` private event (new, amend, trade, cancel).
@@ -418,33 +314,31 @@ class OrderUpdate:
     def from_wire(cls, data: Any, ts: Optional[int] = None) -> OrderUpdate:
         """Build from the ``data`` of a private push; ``ts`` is the envelope's."""
         m = "OrderUpdate"
-        d = _merged(_obj(data, m), ("order", "o"))
-        event_time = _opt_int(_get(d, ("eventTime", "E")), m, "eventTime")
+        d = merged(obj(data, m), ("order", "o"))
+        event_time = opt_int(get(d, ("eventTime", "E")), m, "eventTime")
         return cls(
-            _str(_get(d, ("symbol", "s")), m, "symbol"),
-            _str(_get(d, ("orderId", "i")), m, "orderId"),
-            _opt_str(_get(d, ("clientOrderId", "clientOid")), m, "clientOrderId"),
-            _opt_upper(d.get("side"), m, "side"),
-            _opt_upper(d.get("positionSide"), m, "positionSide"),
-            _opt_upper(_get(d, ("orderType", "type")), m, "orderType"),
-            _opt_upper(d.get("timeInForce"), m, "timeInForce"),
-            _opt_upper(_get(d, ("orderStatus", "status")), m, "orderStatus"),
-            _opt_dec(d.get("price"), m, "price"),
-            _opt_dec(_get(d, ("quantity", "origQty")), m, "quantity", True),
-            _opt_dec(
-                _get(d, ("filledQuantity", "executedQty", "filledQty", "cumQty")),
+            req_str(get(d, ("symbol", "s")), m, "symbol"),
+            req_str(get(d, ("orderId", "i")), m, "orderId"),
+            opt_str(get(d, ("clientOrderId", "clientOid")), m, "clientOrderId"),
+            opt_upper(d.get("side"), m, "side"),
+            opt_upper(d.get("positionSide"), m, "positionSide"),
+            opt_upper(get(d, ("orderType", "type")), m, "orderType"),
+            opt_upper(d.get("timeInForce"), m, "timeInForce"),
+            opt_upper(get(d, ("orderStatus", "status")), m, "orderStatus"),
+            opt_dec(d.get("price"), m, "price"),
+            opt_dec(get(d, ("quantity", "origQty")), m, "quantity", True),
+            opt_dec(
+                get(d, ("filledQuantity", "executedQty", "filledQty", "cumQty")),
                 m,
                 "filledQuantity",
                 True,
             ),
-            _opt_dec(_get(d, ("avgPrice", "averagePrice")), m, "avgPrice"),
-            _opt_dec(d.get("lastFilledPrice"), m, "lastFilledPrice"),
-            _opt_dec(
-                _get(d, ("lastFilledQuantity", "lastFilledQty")), m, "lastFilledQuantity", True
-            ),
-            _opt_int(d.get("updateTime"), m, "updateTime"),
+            opt_dec(get(d, ("avgPrice", "averagePrice")), m, "avgPrice"),
+            opt_dec(d.get("lastFilledPrice"), m, "lastFilledPrice"),
+            opt_dec(get(d, ("lastFilledQuantity", "lastFilledQty")), m, "lastFilledQuantity", True),
+            opt_int(d.get("updateTime"), m, "updateTime"),
             event_time if event_time is not None else ts,
-            _obj(data, m),
+            obj(data, m),
         )
 
     @property
@@ -488,12 +382,12 @@ class Balance:
     def from_wire(cls, data: Any) -> Balance:
         """Build from one balance object."""
         m = "Balance"
-        d = _obj(data, m)
+        d = obj(data, m)
         return cls(
-            _str(_get(d, ("asset", "coin", "currency")), m, "asset"),
-            _opt_dec(_get(d, ("walletBalance", "balance")), m, "walletBalance"),
-            _opt_dec(_get(d, ("availableBalance", "available")), m, "availableBalance"),
-            _opt_dec(_get(d, ("frozenBalance", "frozenMargin")), m, "frozenBalance"),
+            req_str(get(d, ("asset", "coin", "currency")), m, "asset"),
+            opt_dec(get(d, ("walletBalance", "balance")), m, "walletBalance"),
+            opt_dec(get(d, ("availableBalance", "available")), m, "availableBalance"),
+            opt_dec(get(d, ("frozenBalance", "frozenMargin")), m, "frozenBalance"),
             d,
         )
 
@@ -522,25 +416,17 @@ class Position:
     def from_wire(cls, data: Any) -> Position:
         """Build from one position object."""
         m = "Position"
-        d = _obj(data, m)
+        d = obj(data, m)
         return cls(
-            _str(d.get("symbol"), m, "symbol"),
-            _opt_upper(d.get("positionSide"), m, "positionSide"),
-            _opt_dec(_get(d, ("quantity", "positionAmt", "size")), m, "quantity"),
-            _opt_dec(_get(d, ("entryPrice", "avgPrice")), m, "entryPrice"),
-            _opt_dec(_get(d, ("unrealizedPnl", "unrealizedProfit")), m, "unrealizedPnl"),
-            _opt_upper(d.get("marginMode"), m, "marginMode"),
-            _opt_dec(d.get("leverage"), m, "leverage"),
+            req_str(d.get("symbol"), m, "symbol"),
+            opt_upper(d.get("positionSide"), m, "positionSide"),
+            opt_dec(get(d, ("quantity", "positionAmt", "size")), m, "quantity"),
+            opt_dec(get(d, ("entryPrice", "avgPrice")), m, "entryPrice"),
+            opt_dec(get(d, ("unrealizedPnl", "unrealizedProfit")), m, "unrealizedPnl"),
+            opt_upper(d.get("marginMode"), m, "marginMode"),
+            opt_dec(d.get("leverage"), m, "leverage"),
             d,
         )
-
-
-def _items(value: Any, model: str, field: str) -> List[Any]:
-    if value is None:
-        return []
-    if type(value) is list:
-        return value
-    raise ProtocolError(f"{model}.{field} must be a list, got {type(value).__name__}")
 
 
 @attrs.frozen(slots=True)
@@ -565,16 +451,14 @@ class AccountUpdate:
     def from_wire(cls, data: Any, ts: Optional[int] = None) -> AccountUpdate:
         """Build from the ``data`` of a private push; ``ts`` is the envelope's."""
         m = "AccountUpdate"
-        d = _merged(_obj(data, m), ("account", "a"))
-        event_time = _opt_int(_get(d, ("eventTime", "E")), m, "eventTime")
+        d = merged(obj(data, m), ("account", "a"))
+        event_time = opt_int(get(d, ("eventTime", "E")), m, "eventTime")
         return cls(
-            tuple(Balance.from_wire(b) for b in _items(_get(d, ("balances", "B")), m, "balances")),
-            tuple(
-                Position.from_wire(p) for p in _items(_get(d, ("positions", "P")), m, "positions")
-            ),
+            tuple(Balance.from_wire(b) for b in items(get(d, ("balances", "B")), m, "balances")),
+            tuple(Position.from_wire(p) for p in items(get(d, ("positions", "P")), m, "positions")),
             event_time if event_time is not None else ts,
-            _opt_str(_get(d, ("reason", "updateReason")), m, "reason"),
-            _obj(data, m),
+            opt_str(get(d, ("reason", "updateReason")), m, "reason"),
+            obj(data, m),
         )
 
     @property
@@ -638,7 +522,7 @@ def _ticker(push: Push) -> List[Any]:
 def _tickers(push: Push) -> List[Any]:
     data = push.data
     if type(data) is dict:  # [assumed] {"tickers": [...]}
-        data = data.get("tickers", _MISSING)
+        data = data.get("tickers")
     if type(data) is not list:
         raise ProtocolError("market.tickers data must be a list of tickers")
     return [[Ticker.from_wire(item) for item in data]]
