@@ -534,3 +534,12 @@ def test_trade_style_object_sends_one_push_per_trade() -> None:
         finally:
             ws.close()
     assert all(isinstance(p["data"], dict) and p["data"]["symbol"] == "ETHUSDT" for p in pushes)
+
+
+def test_client_close_is_answered_after_the_connection_is_forgotten(quiet: Sandbox) -> None:
+    for _ in range(5):
+        ws = RawWS(quiet.ws_url)
+        ws.op("subscribe", "s", "market.tickers")
+        ws.recv_until(is_ack("s"))
+        ws.ws.close(timeout=2)  # sends a close frame and waits for the server's reply
+        assert quiet.connections == []  # no waiting needed: forgotten before the reply

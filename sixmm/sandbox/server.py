@@ -332,14 +332,16 @@ class Server:
 
     # ------------------------------------------------------------------- ws
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
+        # autoping/autoclose off: silence must also swallow pings, and a client's close is
+        # answered only after the connection left the registry
         ws = web.WebSocketResponse(
-            autoping=False, timeout=1.0, compress=False, max_msg_size=1 << 20
+            autoping=False, autoclose=False, timeout=1.0, compress=False, max_msg_size=1 << 20
         )
         transport = request.transport
         await ws.prepare(request)
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
         self._next_conn += 1
         conn = Conn(self._next_conn, ws, transport, self)
         self.conns[conn.id] = conn
