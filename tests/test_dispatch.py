@@ -227,6 +227,25 @@ def test_worker_block_policy_applies_backpressure_and_measures_it(
     assert s["drops"] == 0 and s["blocked_ms"] >= 40 and s["lanes"]["c"]["blocked"] == 1
 
 
+def test_worker_frees_room_per_message_not_per_batch(
+    invoker: Invoker, started: Callable[..., Any]
+) -> None:
+    d = started(WorkerDispatcher(maxsize=2), invoker)
+    first, second = Gate(), Gate()
+    d.submit("c", "t", [first], 0)
+    assert first.entered.wait(5)
+    d.submit("c", "t", [second], 1)
+    submitter = threading.Thread(target=d.submit, args=("c", "t", [second], 2), name="reader")
+    submitter.start()
+    wait_until(lambda: d.stats()["blocked"] == 1)
+    first.opened.set()
+    assert second.entered.wait(5)  # the worker is busy with message 1 ...
+    submitter.join(0.5)  # ... and message 0's slot was already handed to the blocked reader
+    assert not submitter.is_alive()
+    second.opened.set()
+    wait_until(lambda: second.items == [1, 2])
+
+
 def test_worker_block_timeout_then_drops_and_reports(
     errors: Recorder, invoker: Invoker, started: Callable[..., Any]
 ) -> None:
@@ -531,6 +550,12 @@ def test_queue_on_ready_fires_on_empty_to_non_empty(
     d.drain()
     d.submit("c", "t", [], 3)
     assert len(ready) == 2
+    d.submit("c", "t", [], 4)
+    assert len(ready) == 2
+    d.drain(max_items=1)  # one left: the drain re-signals it
+    assert len(ready) == 3
+    d.drain()
+    assert len(ready) == 3
 
 
 def test_queue_report_and_nested_drain(
@@ -766,3 +791,88 @@ def test_qt_pump_without_qt_raises_import_error(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ImportError, match="PySide6"):
         qt_pump(QueueDispatcher())
+
+
+# ------------------------------------------------------ stress: lock-free hot path
+
+
+def test_worker_stress_many_producers_small_queue_exactly_once_in_order(
+    invoker: Invoker, started: Callable[..., Any]
+) -> None:
+    d = started(WorkerDispatcher(maxsize=8), invoker)  # block policy: exercises waits/wakeups
+    rec = Recorder()
+    per_producer = 3000
+
+    def produce(p: int) -> None:
+        for i in range(per_producer):
+            d.submit(f"lane{p % 2}", "trade", [rec], (p, i))
+            if i % 500 == 0:
+                time.sleep(0.002)  # let the worker go idle: exercises the sleep/wake handshake
+
+    producers = [threading.Thread(target=produce, args=(p,), name=f"p{p}") for p in range(4)]
+    for t in producers:
+        t.start()
+    for t in producers:
+        t.join(30)
+    wait_until(lambda: len(rec) == 4 * per_producer, timeout=3)  # < the 5 s idle bound
+    items = rec.snapshot()
+    for p in range(4):
+        assert [i for q, i in items if q == p] == list(range(per_producer))
+
+
+def test_conflation_never_loses_the_newest_state_under_concurrency(
+    invoker: Invoker, started: Callable[..., Any]
+) -> None:
+    w = started(WorkerDispatcher(maxsize=4, conflate=True), invoker)
+    q = started(QueueDispatcher(maxsize=4, conflate=True), invoker)
+    seen: Dict[str, Any] = {}
+
+    def state(x: Tuple[str, int]) -> None:
+        seen[x[0]] = x[1]
+
+    stop_draining = threading.Event()
+
+    def gui() -> None:
+        while not stop_draining.is_set():
+            q.drain(max_items=3)
+        q.drain()
+
+    drainer = threading.Thread(target=gui, name="gui")
+    drainer.start()
+    for i in range(5000):
+        for name, d in (("w", w), ("q", q)):
+            topic = f"ticker.{i % 3}"
+            d.submit("c", topic, [state], (f"{name}:{topic}", i), conflate=True)
+    stop_draining.set()
+    drainer.join(10)
+    newest = {0: 4998, 1: 4999, 2: 4997}  # the last i with i % 3 == topic
+    expected = {f"{n}:ticker.{j}": newest[j] for n in "wq" for j in range(3)}
+    wait_until(lambda: seen == expected, timeout=3)
+
+
+def test_queue_on_ready_driven_gui_misses_nothing(
+    invoker: Invoker, started: Callable[..., Any]
+) -> None:
+    ready = threading.Event()
+    d = started(QueueDispatcher(maxsize=100_000, on_ready=ready.set), invoker)
+    rec = Recorder()
+    n = 20000
+    done = threading.Event()
+
+    def gui() -> None:  # drains only when told: a lost on_ready would hang here
+        while len(rec) < n:
+            if not ready.wait(5):
+                return
+            ready.clear()
+            d.drain(max_items=None)
+        done.set()
+
+    drainer = threading.Thread(target=gui, name="gui")
+    drainer.start()
+    for i in range(n):
+        d.submit("c", "t", [rec], i)
+        if i % 1000 == 0:
+            time.sleep(0.001)
+    assert done.wait(10), f"GUI stalled at {len(rec)}/{n}: an on_ready was lost"
+    drainer.join(5)
+    assert rec.snapshot() == list(range(n))

@@ -428,10 +428,11 @@ class QueueDispatcher(_QueuedDispatcher):
     replaces the queued older one of the same ``(lane, topic)``, so such topics never hold more
     than one slot; trades and user events (``conflate=False``) are never conflated.
 
-    ``on_ready``: called (on the submitting thread) when a message is queued and no call is
-    outstanding -- one is outstanding from the call until a ``drain()`` empties the queue. So
-    a GUI that drains on each call misses nothing. It must be cheap and thread-safe (e.g.
-    emit a Qt signal); an ``on_ready`` that raises is logged.
+    ``on_ready``: called when a message is queued and no call is outstanding (on the
+    submitting thread); each ``drain()`` consumes the outstanding call and, if messages remain
+    (``max_items`` reached), calls ``on_ready`` again itself. So a GUI that runs one
+    ``drain()`` per call misses nothing. It must be cheap and thread-safe (e.g. emit a Qt
+    signal); an ``on_ready`` that raises is logged.
 
     ``stop()`` only closes the queue to new messages: what is queued stays and is still run by
     later ``drain()`` calls (a GUI thus sees the last events); nothing runs on other threads.
@@ -526,10 +527,9 @@ class QueueDispatcher(_QueuedDispatcher):
                 ib.room_freed()
             ib.consumer = None
             self._drain_lock.release()
-        if not ib.items:  # emptied: the next message calls on_ready again
-            ib.signalled = False
-            if ib.items:  # ... unless one slipped in meanwhile: signal it ourselves
-                self._notify_ready()
+        ib.signalled = False  # this drain consumed the outstanding on_ready call ...
+        if ib.items:  # ... so re-signal what is left (a producer reads the flag after appending)
+            self._notify_ready()
         if ib.unreported:
             ib.flush_reports(inv.report, force=False)
         return ran
