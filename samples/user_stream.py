@@ -1,0 +1,85 @@
+"""The private user stream: order updates, account (balance/position) updates, other events.
+
+Run it:
+
+    python samples/user_stream.py                  # against a local sandbox exchange
+    SIXMM_API_KEY=... SIXMM_API_SECRET=... python samples/user_stream.py \\
+        --url wss://6mm.com/ws --rest-url https://api.6mm.com
+    python samples/user_stream.py --seconds 10     # stop by itself after 10 s (else Ctrl-C)
+
+sixmm creates the listenKey over REST, renews it every 30 minutes, replaces it if the
+exchange drops it, and closes it when the program stops. Against the sandbox the sample uses
+the sandbox's own credentials and pushes one event of each kind so something shows at once
+(the sandbox also sends a random event every second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+
+import sixmm
+
+
+def on_order(order: sixmm.OrderUpdate) -> None:
+    print(
+        f"order    {order.symbol} {order.side} {order.order_type} {order.order_status} "
+        f"filled {order.filled_quantity}/{order.quantity} @ {order.price}",
+        flush=True,
+    )
+
+
+def on_account(update: sixmm.AccountUpdate) -> None:
+    for b in update.balances:
+        print(f"balance  {b.asset} wallet {b.wallet_balance} available {b.available_balance}")
+    for p in update.positions:
+        print(f"position {p.symbol} {p.position_side} {p.quantity} @ {p.entry_price}", flush=True)
+
+
+def on_event(event: sixmm.UserEvent) -> None:
+    print(f"event    {event.event_type} {event.data}", flush=True)
+
+
+def on_state(event: sixmm.StateEvent) -> None:
+    print(f"[{event.state.value}] {event.reason}", flush=True)
+
+
+def on_error(error: BaseException) -> None:
+    print(f"[error] {error}", flush=True)  # e.g. AuthError: the credentials were rejected
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Print the private user stream.")
+    parser.add_argument("--url", help="WebSocket URL (default: start a local sandbox exchange)")
+    parser.add_argument("--rest-url", default=sixmm.DEFAULT_REST_URL, help="REST base URL")
+    parser.add_argument("--seconds", type=float, help="stop after N seconds (default: Ctrl-C)")
+    args = parser.parse_args()
+
+    key, secret = os.environ.get("SIXMM_API_KEY"), os.environ.get("SIXMM_API_SECRET")
+    if args.url is not None and not (key and secret):
+        parser.error("set SIXMM_API_KEY and SIXMM_API_SECRET to use a live --url")
+
+    with contextlib.ExitStack() as stack:
+        sandbox = None
+        if args.url is None:
+            from sixmm.sandbox import Sandbox  # the local exchange: pip install "sixmm[sandbox]"
+
+            sandbox = stack.enter_context(Sandbox(port=0))
+            args.url, args.rest_url = sandbox.ws_url, sandbox.rest_url
+            key, secret = sandbox.api_key, sandbox.api_secret
+
+        rest = sixmm.RestClient(api_key=key, api_secret=secret, base_url=args.rest_url)
+        stack.enter_context(rest)  # closes its HTTP session at the end
+        with sixmm.StreamManager(
+            args.url, rest=rest, on_state=on_state, on_error=on_error
+        ) as streams:
+            stream = streams.user(on_order=on_order, on_account=on_account, on_event=on_event)
+            if sandbox is not None and stream.wait_ready(timeout=10.0):
+                for kind in ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "MARGIN_CALL"):
+                    sandbox.push_user_event(kind)  # demo events, as the exchange would send
+            streams.wait(args.seconds)  # Ctrl-C stops everything (and closes the listenKey)
+
+
+if __name__ == "__main__":
+    main()
