@@ -159,6 +159,7 @@ def test_encoders_reject_bad_arguments(call: Callable[[], str]) -> None:
 TOPIC_LISTS = st.lists(st.text(min_size=1, max_size=40), max_size=5)
 
 
+@settings(max_examples=150, deadline=None)
 @given(TOPIC_LISTS, st.sampled_from(["subscribe", "unsubscribe"]), st.booleans())
 def test_encode_then_ack_round_trip(topics: List[str], op: str, numeric_id: bool) -> None:
     ids = RequestIds(now_ms=1772007814666)
@@ -594,19 +595,19 @@ def _check(event: Any) -> None:
         assert isinstance(event.text, str) and len(event.text) <= MALFORMED_TEXT_CHARS + 3
 
 
-@settings(max_examples=300)
+@settings(max_examples=150, deadline=None)
 @given(st.text())
 def test_decode_never_raises_on_text(text: str) -> None:
     _check(decode(text))
 
 
-@settings(max_examples=300)
+@settings(max_examples=150, deadline=None)
 @given(st.binary())
 def test_decode_never_raises_on_bytes(data: bytes) -> None:
     _check(decode(data))
 
 
-@settings(max_examples=300)
+@settings(max_examples=150, deadline=None)
 @given(JSON_VALUES)
 def test_decode_never_raises_on_json_values(value: Any) -> None:
     text = json.dumps(value)
@@ -614,7 +615,7 @@ def test_decode_never_raises_on_json_values(value: Any) -> None:
     _check(decode(text.encode("utf-8")))
 
 
-@settings(max_examples=500)
+@settings(max_examples=300, deadline=None)
 @given(FRAME_LIKE, st.integers(min_value=0, max_value=40))
 def test_decode_never_raises_on_frame_like_objects(obj: Any, max_depth: int) -> None:
     text = json.dumps(obj)
@@ -629,6 +630,7 @@ def test_decode_never_raises_on_frame_like_objects(obj: Any, max_depth: int) -> 
         assert event.op in ("subscribe", "unsubscribe")
 
 
+@settings(max_examples=150, deadline=None)
 @given(st.text(max_size=200))
 def test_decode_truncates_any_text_for_logs(text: str) -> None:
     event = decode("{" + text)

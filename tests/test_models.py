@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixmm.errors import ProtocolError
@@ -440,6 +440,7 @@ PAYLOADS = st.one_of(
 )
 
 
+@settings(max_examples=150, deadline=None)
 @given(st.sampled_from(["trade", "kline", "ticker", "tickers", "depth"]), PAYLOADS, st.booleans())
 def test_convert_raises_nothing_but_protocol_error(channel: str, data: Any, snapshot: bool) -> None:
     try:
@@ -448,6 +449,7 @@ def test_convert_raises_nothing_but_protocol_error(channel: str, data: Any, snap
         pass
 
 
+@settings(max_examples=150, deadline=None)
 @given(
     st.sampled_from(["ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "OTHER"]),
     st.dictionaries(FIELDS, JSON, max_size=8),

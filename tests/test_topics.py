@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixmm.protocol.topics import (
@@ -137,6 +137,7 @@ def test_non_string_topics(bad: object) -> None:
     assert is_known_topic(bad) is False
 
 
+@settings(max_examples=150, deadline=None)
 @given(SYMBOLS, st.sampled_from(INTERVALS))
 def test_build_then_parse_round_trips(symbol: str, interval: str) -> None:
     for wire, channel in [
@@ -150,6 +151,7 @@ def test_build_then_parse_round_trips(symbol: str, interval: str) -> None:
     assert parse_topic(kline).name == kline
 
 
+@settings(max_examples=150, deadline=None)
 @given(st.text(max_size=80))
 def test_parse_never_raises_anything_but_value_error(text: str) -> None:
     try:
