@@ -382,6 +382,23 @@ def test_worker_stop_timeout_drops_the_rest_counted(invoker: Invoker) -> None:
     assert rec.snapshot() == list(range(len(rec)))
 
 
+def test_worker_close_lane_finishes_its_queue_and_joins(
+    invoker: Invoker, started: Callable[..., Any]
+) -> None:
+    d = started(WorkerDispatcher(), invoker)
+    rec = Recorder()
+    for i in range(100):
+        d.submit("old", "t", [rec], i)
+    d.submit("kept", "t", [rec], "k")
+    d.close_lane("old", timeout=5)
+    assert [x for x in rec.snapshot() if x != "k"] == list(range(100))
+    assert "old" not in d.stats()["lanes"] and "kept" in d.stats()["lanes"]
+    assert not [t for t in threading.enumerate() if t.name == "sixmm-worker-old"]
+    d.submit("old", "t", [rec], 100)  # a new worker for a reused name
+    wait_until(lambda: 100 in rec.snapshot())
+    d.close_lane("nonexistent")
+
+
 def test_worker_report_runs_on_the_lane_thread(
     errors: Recorder, invoker: Invoker, started: Callable[..., Any]
 ) -> None:

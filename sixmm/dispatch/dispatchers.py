@@ -199,7 +199,7 @@ class _QueuedDispatcher(Dispatcher):
         return outcome
 
     def _enqueue_report(self, ib: Inbox, lane: str, error: BaseException) -> int:
-        outcome = ib.put(lane, "", None, error, False, slack=_REPORT_SLACK)
+        outcome = ib.put(lane, "(error report)", None, error, False, slack=_REPORT_SLACK)
         if outcome == IGNORED:
             super().report(lane, error)
         return outcome
@@ -382,6 +382,24 @@ class WorkerDispatcher(_QueuedDispatcher):
             ib.busy = 0
             ib.close()  # normally already; never leave producers waiting on a dead lane
             ib.flush_reports(inv.report, force=True)
+
+    def close_lane(self, lane: str, timeout: float = 5.0) -> None:
+        """Retire one lane (a connection gone for good; call once nothing more is submitted to
+        it): its worker runs what is
+        queued, then exits; joined within ``timeout`` unless called from that worker. A later
+        message for the same lane starts a new worker."""
+        with self._state_lock:
+            lanes = dict(self._lanes)
+            ib = lanes.pop(lane, None)
+            self._lanes = lanes
+        if ib is None:
+            return
+        ib.close()
+        t = ib.thread
+        if t is not None and t is not threading.current_thread():
+            t.join(max(0.0, timeout))
+            if t.is_alive():
+                logger.warning("%s still busy after close_lane(timeout=%s)", t.name, timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Finish queued work for up to ``0.8 * timeout``, drop the rest, join the workers
