@@ -96,7 +96,12 @@ class Dispatcher:
             logger.debug("dispatcher not started; not reporting %s", type(error).__name__)
 
     def stats(self) -> Dict[str, Any]:
-        """Queue depth (total and per lane), max depth, drops, conflations, lag, policy."""
+        """A snapshot: ``dispatcher`` (kind), ``running``, ``overflow`` policy, ``maxsize``,
+        ``conflate``; ``depth`` (queued + running now), ``max_depth`` (ever), ``drops``
+        (overflow), ``conflations``, ``lag_ms`` (age of the oldest message not yet started),
+        ``blocked_ms``/``blocked`` (time and times a reader waited for room),
+        ``dropped_on_stop``, ``ignored`` (submitted while not running), and ``lanes``: per
+        lane figures (depth, drops, lag_ms, ...)."""
         return {
             "dispatcher": self.kind,
             "running": self._running,
@@ -279,6 +284,8 @@ class WorkerDispatcher(_QueuedDispatcher):
     ``conflate=True`` lets messages submitted with ``conflate=True`` replace a queued older one
     of the same topic (it keeps the older one's place in the queue).
 
+    A ``BaseException`` escaping a callback (``SystemExit``) is logged; the lane goes on.
+
     ``stop(timeout)``: the workers finish what is queued for up to ``0.8 * timeout``, then drop
     the rest (counted as ``dropped_on_stop``, logged); every worker is joined within ``timeout``
     except the calling one (safe from inside a callback).
@@ -384,10 +391,9 @@ class WorkerDispatcher(_QueuedDispatcher):
             ib.flush_reports(inv.report, force=True)
 
     def close_lane(self, lane: str, timeout: float = 5.0) -> None:
-        """Retire one lane (a connection gone for good; call once nothing more is submitted to
-        it): its worker runs what is
-        queued, then exits; joined within ``timeout`` unless called from that worker. A later
-        message for the same lane starts a new worker."""
+        """Retire one lane (a connection gone for good; call once nothing more is submitted
+        to it): its worker runs what is queued, then exits; joined within ``timeout`` unless
+        called from that worker. A later message for the same lane starts a new worker."""
         with self._state_lock:
             lanes = dict(self._lanes)
             ib = lanes.pop(lane, None)
