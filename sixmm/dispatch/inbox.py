@@ -1,4 +1,4 @@
-"""The bounded queue between a reader thread and the thread that runs callbacks."""
+"""The bounded queue between a reader thread and the thread that runs callbacks (internal)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from time import monotonic, perf_counter
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from sixmm.errors import QueueOverflow
+
+__all__ = ["OVERFLOW_BLOCK", "OVERFLOW_DROP", "Drops", "Inbox"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +28,8 @@ QUEUED, CONFLATED, DROPPED, IGNORED = range(4)
 
 
 class Drops:
+    """Drop counters of one lane. Thread-safety: guarded by the owning Inbox's lock."""
+
     __slots__ = ("by_topic", "logged_at", "reported_at", "total", "unlogged")
 
     def __init__(self) -> None:
@@ -47,7 +51,10 @@ class Inbox:
 
     Capacity counts queued items plus the one the consumer is running (``busy``); the check
     is conservative, so several concurrent producers may overshoot ``maxsize`` only by their
-    number."""
+    number.
+
+    Thread-safety: any number of producers, one consumer at a time.
+    """
 
     __slots__ = (
         "block_timeout",
