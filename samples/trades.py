@@ -18,9 +18,8 @@ import sixmm
 
 def on_trade(trade: sixmm.Trade) -> None:
     when = time.strftime("%H:%M:%S", time.localtime((trade.time or 0) / 1000))
-    print(
-        f"{when} {trade.symbol} {trade.side or '-':4} {trade.quantity} @ {trade.price}", flush=True
-    )
+    side = f"{trade.side or '-':4}"
+    print(when, trade.symbol, side, trade.quantity, "@", trade.price, flush=True)
 
 
 def main() -> None:
