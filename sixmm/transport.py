@@ -187,6 +187,22 @@ class Transport:
         the socket timeout expires, :class:`ConnectionClosed` when the peer goes away, and
         :class:`~sixmm.errors.ProtocolError` for an oversized or invalid frame.
         """
+        # Fast path: a whole unfragmented, unmasked text frame with a 7- or 16-bit length is
+        # already buffered (the common case): slice it out without the general machinery.
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos >= 4 and buf[pos] == 0x81:
+            length = buf[pos + 1]
+            if length < 126:
+                start = pos + 2
+            elif length == 126:
+                length = (buf[pos + 2] << 8) | buf[pos + 3]
+                start = pos + 4
+            else:  # 64-bit length or a masked frame
+                start = 0
+            end = start + length
+            if start and end <= len(buf) and length <= self._max_frame:
+                self._pos = end
+                return _OP_TEXT, bytes(buf[start:end])
         fragments: Optional[List[bytes]] = None
         frag_opcode = 0
         while True:
