@@ -27,7 +27,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -95,7 +95,15 @@ def _subscribe_text(topic: str) -> str:
     return json.dumps({"id": "1", "op": "subscribe", "args": [topic]})
 
 
-def bare_loop(port: int, kind: str, n: int) -> float:
+class Rates(NamedTuple):
+    """Messages per second of wall time, and per second of this process's CPU time (every
+    thread, user + system): the second is far less sensitive to other load on the machine."""
+
+    wall: float
+    cpu: float
+
+
+def bare_loop(port: int, kind: str, n: int) -> Rates:
     """Messages/s of websocket-client's ``recv()`` loop (``skip_utf8_validation=True``)."""
     import websocket
 
@@ -110,10 +118,11 @@ def bare_loop(port: int, kind: str, n: int) -> float:
         warm = int(n * WARM)
         for _ in range(warm):
             recv()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n - warm):
             recv()
-        return (n - warm) / (time.perf_counter() - t0)
+        t1, c1 = time.perf_counter(), time.process_time()
+        return Rates((n - warm) / (t1 - t0), (n - warm) / max(c1 - c0, 1e-9))
     finally:
         ws.close()
 
@@ -128,21 +137,21 @@ class Counter:
         self.n = n
         self.warm = warm
         self.count = 0
-        self.t0 = 0.0
-        self.t1 = 0.0
+        self.t0 = self.t1 = self.c0 = self.c1 = 0.0
         self.done = threading.Event()
 
     def __call__(self, _item: Any) -> None:
         self.count += 1
         c = self.count
         if c == self.warm:
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
         elif c == self.n:
-            self.t1 = time.perf_counter()
+            self.t1, self.c1 = time.perf_counter(), time.process_time()
             self.done.set()
 
-    def rate(self) -> float:
-        return (self.n - self.warm) / (self.t1 - self.t0)
+    def rates(self) -> Rates:
+        k = self.n - self.warm
+        return Rates(k / (self.t1 - self.t0), k / max(self.c1 - self.c0, 1e-9))
 
 
 class DrainThread:
@@ -185,7 +194,7 @@ def make_dispatcher(name: str) -> Any:
     raise ValueError(name)
 
 
-def sixmm_stream(port: int, kind: str, n: int, dispatcher: str) -> float:
+def sixmm_stream(port: int, kind: str, n: int, dispatcher: str) -> Rates:
     """Messages/s through the public API (trades: one callback per trade; depth: one
     ``on_update(book)`` per applied update of the live 5,000-level book)."""
     import sixmm
@@ -217,7 +226,7 @@ def sixmm_stream(port: int, kind: str, n: int, dispatcher: str) -> float:
             drain.stop()
     if errors:
         raise RuntimeError(f"sixmm reported errors: {errors[:3]}")
-    return counter.rate()
+    return counter.rates()
 
 
 # -- the runner ----------------------------------------------------------------------------
@@ -233,23 +242,36 @@ def run_once(
     depth: int,
     emit: Callable[[Dict[str, Any]], None],
 ) -> None:
-    """One run: for each stream, raw ceiling, L, then sixmm with each dispatcher."""
+    """One run: for each stream, the raw ceiling, then L, and each sixmm figure followed by L
+    again; a sixmm figure's ratio is taken against the mean of the L just before and after it
+    (the machine's load drifts: neighbours in time are the fairest comparison)."""
     for kind, n in (("trade", trades), ("depth", depth)):
         if not n:
             continue
-        raw = raw_reader(port, kind, n)
-        bare = bare_loop(port, kind, n)
         base = {"bench": "stream", "kind": kind, "run": run, "backend": backend, "n": n}
-        emit(dict(base, figure="raw", rate=raw, ratio=raw / bare))
-        emit(dict(base, figure="bare", rate=bare, ratio=1.0))
+        raw = raw_reader(port, kind, n)
+        before = bare_loop(port, kind, n)
+        emit(dict(base, figure="raw", rate=raw, ratio=raw / before.wall))
+        emit(dict(base, figure="bare", rate=before.wall, cpu_rate=before.cpu, ratio=1.0))
         for name in DISPATCHERS:
             try:
-                rate: Optional[float] = sixmm_stream(port, kind, n, name)
+                got = sixmm_stream(port, kind, n, name)
             except Exception as exc:  # report, keep going: a missing figure is visible
                 emit(dict(base, figure=f"sixmm-{name}", error=f"{type(exc).__name__}: {exc}"))
                 continue
-            assert rate is not None
-            emit(dict(base, figure=f"sixmm-{name}", rate=rate, ratio=rate / bare))
+            after = bare_loop(port, kind, n)
+            emit(dict(base, figure="bare", rate=after.wall, cpu_rate=after.cpu, ratio=1.0))
+            emit(
+                dict(
+                    base,
+                    figure=f"sixmm-{name}",
+                    rate=got.wall,
+                    cpu_rate=got.cpu,
+                    ratio=got.wall / ((before.wall + after.wall) / 2),
+                    cpu_ratio=got.cpu / ((before.cpu + after.cpu) / 2),
+                )
+            )
+            before = after
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -258,7 +280,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", choices=("orjson", "json"), default="orjson")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--first-run", type=int, default=0, help="index of the first run")
-    parser.add_argument("--trades", type=int, default=100_000, help="trade messages per figure")
+    parser.add_argument("--trades", type=int, default=60_000, help="trade messages per figure")
     parser.add_argument("--depth", type=int, default=20_000, help="depth updates per figure")
     parser.add_argument("--quick", action="store_true", help="small streams")
     args = parser.parse_args(argv)

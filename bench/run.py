@@ -213,62 +213,82 @@ _TARGETS = {
 }
 
 
-def table(rows: List[Row], runs: int) -> List[str]:
-    out = ["| figure | median | ratio to L | target |", "|---|---:|---:|---|"]
-    errors = [r for r in rows if "error" in r]
+def _cells(*cells: str) -> str:
+    return "| " + " | ".join(list(cells) + [""] * (5 - len(cells))) + " |"
+
+
+def _x(ratio: Optional[float]) -> str:
+    return "" if ratio is None else f"{ratio:.2f}x"
+
+
+def table(rows: List[Row]) -> List[str]:
+    """The markdown table of every figure (medians over runs)."""
+    out = [
+        _cells("figure", "median", "ratio to L", "ratio to L (CPU time)", "target"),
+        "|---|---:|---:|---:|---|",
+    ]
     stream = [r for r in rows if r.get("bench") == "stream" and "rate" in r]
     for kind, title in (
         ("trade", "trades (~200 B)"),
-        ("depth", "depth, 20 changes (~600 B) into a live 5,000-level book"),
+        ("depth", "depth, 20 changes (~600 B), into a live 5,000-level book"),
     ):
         sel = [r for r in stream if r["kind"] == kind]
         if not sel:
             continue
-        n = sel[0]["n"]
-        out.append(f"| ***{title}***, msgs/s, {n:,} per figure | | | |")
+        out.append(_cells(f"***{title}***, msgs/s, {sel[0]['n']:,} msgs per figure"))
         for figure in ("raw", "bare"):
             vals = [r for r in sel if r["figure"] == figure]
-            ratio = _median([r["ratio"] for r in vals])
+            cpu = _median([r["cpu_rate"] for r in vals if "cpu_rate" in r])
             out.append(
-                f"| {_STREAM_NAMES[figure]} | {_num(_median([r['rate'] for r in vals]))} | "
-                f"{ratio:.2f}x | |"
-                if ratio is not None
-                else f"| {_STREAM_NAMES[figure]} | n/a | | |"
+                _cells(
+                    _STREAM_NAMES[figure],
+                    _num(_median([r["rate"] for r in vals])),
+                    _x(_median([r["ratio"] for r in vals])),
+                    "" if cpu is None else f"({_num(cpu)} msgs/CPU-s)",
+                )
             )
         for figure in ("sixmm-inline", "sixmm-worker", "sixmm-queue"):
             for backend in ("json", "orjson"):
                 vals = [r for r in sel if r["figure"] == figure and r["backend"] == backend]
                 if not vals:
                     continue
-                rate = _median([r["rate"] for r in vals])
                 ratio = _median([r["ratio"] for r in vals])
                 target = _TARGETS.get((kind, figure, backend))
                 verdict = ""
                 if target is not None and ratio is not None:
                     verdict = f"≥ {target}x {'✅' if ratio >= target else '❌'}"
-                label = (
-                    f"{_STREAM_NAMES[figure]}, {'stdlib json' if backend == 'json' else 'orjson'}"
+                json_name = "stdlib json" if backend == "json" else "orjson"
+                out.append(
+                    _cells(
+                        f"{_STREAM_NAMES[figure]}, {json_name}",
+                        _num(_median([r["rate"] for r in vals])),
+                        _x(ratio),
+                        _x(_median([r["cpu_ratio"] for r in vals])),
+                        verdict,
+                    )
                 )
-                out.append(f"| {label} | {_num(rate)} | {ratio:.2f}x | {verdict} |")
-    book = [r for r in rows if r.get("bench") == "book"]
+    book = [r for r in rows if r.get("bench") == "book" and "value" in r]
     if book:
-        out.append("| ***order book, 5,000 levels per side*** (bench_book.py) | | | |")
+        out.append(_cells("***order book, 5,000 levels per side*** (bench_book.py)"))
         names = {
             "apply/s": ("BookState apply, updates/s", ""),
             "apply+top10/s": ("BookState apply + top(10), updates/s", ""),
             "live apply+top10/s": ("OrderBook (locked) apply + top(10), updates/s", ""),
-            "top10 us": ("top(10) alone, µs", " µs"),
-            "live top10 us": ("OrderBook.top(10), µs", " µs"),
-            "parse us": ("parse_depth, µs/frame", " µs"),
+            "top10 us": ("top(10) alone", " µs"),
+            "live top10 us": ("OrderBook.top(10)", " µs"),
+            "parse us": ("parse_depth per frame", " µs"),
         }
         for r in book:
             label, unit = names[r["figure"]]
-            out.append(f"| {label} | {_num(r['value'], unit)} | | |")
+            out.append(_cells(label, _num(r["value"], unit)))
     lat = [r for r in rows if r.get("bench") == "latency" and "p50" in r]
     for rate in sorted({r["rate"] for r in lat}):
         out.append(
-            f"| ***callback latency at {rate:,} msgs/s*** (sender stamp -> callback) "
-            "| p50 / p99 µs | Δp50 vs bare | |"
+            _cells(
+                f"***callback latency at {rate:,} msgs/s***, sender stamp -> callback",
+                "p50 / p99 µs",
+                "p50 vs the bare loop",
+            )
         )
         for figure, label in (
             ("bare", "bare websocket-client loop (the floor)"),
@@ -285,37 +305,46 @@ def table(rows: List[Row], runs: int) -> List[str]:
             if rate == 1000 and figure == "sixmm-inline" and d50 is not None:
                 verdict = f"≤ +20 µs {'✅' if d50 <= 20 else '❌'}"
             delta = "" if d50 is None else f"{d50:+.0f} µs"
-            out.append(f"| {label} | {_num(p50)} / {_num(p99)} | {delta} | {verdict} |")
+            out.append(_cells(label, f"{_num(p50)} / {_num(p99)}", delta, "", verdict))
     mem = [r for r in rows if r.get("bench") == "memory" and "rss" in r]
     if mem:
         out.append(
-            "| ***memory and CPU*** (trades at 5,000 msgs/s in all) "
-            "| RSS MiB (+ over import) / traced KiB / CPU % / CPU µs per msg | | |"
+            _cells(
+                f"***memory and CPU***, trades at {mem[0]['rate']:,} msgs/s over all topics",
+                "RSS MiB (+ over import)",
+                "tracemalloc KiB",
+                "CPU % of a core (µs/msg)",
+            )
         )
         for topics in sorted({r["topics"] for r in mem}):
             vals = [r for r in mem if r["topics"] == topics]
             rss = _median([r["rss"] for r in vals])
-            grow = _median([r["rss"] - r["rss_base"] for r in vals])
-            traced = _median([r["traced_kb"] for r in vals])
-            cpu = _median([r["cpu_pct"] for r in vals])
-            cpu_us = _median([r["cpu_us"] for r in vals])
+            grow = _median([r["rss"] - r["rss_base"] for r in vals]) or 0.0
+            cpu = _median([r["cpu_pct"] for r in vals]) or 0.0
+            cpu_us = _median([r["cpu_us"] for r in vals]) or 0.0
             conns = vals[0].get("connections")
             out.append(
-                f"| {topics} topic(s), {conns} connection(s) | {_num(rss)} (+{grow:.1f}) / "
-                f"{_num(traced)} / {cpu:.0f}% / {cpu_us:.1f} | | |"
+                _cells(
+                    f"{topics} topic(s), {conns} connection(s)",
+                    f"{_num(rss)} (+{grow:.1f})",
+                    _num(_median([r["traced_kb"] for r in vals])),
+                    f"{cpu:.0f}% ({cpu_us:.1f})",
+                )
             )
     for r in rows:
         if r.get("bench") == "flat" and "rss_end" in r:
             out.append(
-                f"| ***memory over {r['secs']:.0f} s*** ({r['topics']} topics, "
-                f"{r['rate']:,} msgs/s, {r['n']:,} msgs): RSS, first quarter → end "
-                f"| {r['rss_q1']:.1f} → "
-                f"{r['rss_end']:.1f} MiB ({r['rss_growth_mb']:+.2f}); gc objects "
-                f"{r['objects_q1']:,} → {r['objects_end']:,} | | |"
+                _cells(
+                    f"***memory over {r['secs']:.0f} s***, {r['topics']} topics, "
+                    f"{r['rate']:,} msgs/s, {r['n']:,} msgs: after the first quarter -> end",
+                    f"RSS {r['rss_q1']:.1f} -> {r['rss_end']:.1f} MiB",
+                    f"{r['rss_growth_mb']:+.2f} MiB",
+                    f"gc objects {r['objects_q1']:,} -> {r['objects_end']:,}",
+                )
             )
-    for e in errors:
+    for e in (r for r in rows if "error" in r):
         where = f"{e.get('bench', e.get('script', '?'))} {e.get('figure', '')}"
-        out.append(f"| ⚠ {where} failed | {e['error'][:120]} | | |")
+        out.append(_cells(f"⚠ {where} failed", e["error"][:120]))
     return out
 
 
@@ -327,7 +356,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument(
         "--only", default="", help=f"comma-separated subset of {','.join(SECTIONS)}"
     )
-    parser.add_argument("--trades", type=int, default=100_000, help="trades per figure")
+    parser.add_argument("--trades", type=int, default=60_000, help="trades per figure")
     parser.add_argument("--depth", type=int, default=20_000, help="depth updates per figure")
     parser.add_argument(
         "--latency-secs", type=float, default=2.0, help="seconds per latency figure"
@@ -355,7 +384,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"websocket-client {info['websocket-client']}; orjson {info['orjson']}; {info['os']}"
     )
     print(f"load average (1/5/15 min): {load_before} before, {_loadavg()} after\n")
-    print("\n".join(table(rows, args.runs)))
+    print("\n".join(table(rows)))
     return 0
 
 
