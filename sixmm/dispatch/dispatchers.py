@@ -234,7 +234,7 @@ class _QueuedDispatcher(Dispatcher):
                 report(arg)
             else:
                 invoke_all(topic, callbacks, arg)
-            if ib.blocked:
+            if ib.blocked and len(ib.items) <= ib.low_water:  # hysteresis: no ping-pong
                 ib.room_freed()
             if ib.closed and deadline():
                 n = ib.discard()

@@ -70,6 +70,7 @@ class Inbox:
         "items",
         "latest",
         "lock",
+        "low_water",
         "max_depth",
         "maxsize",
         "name",
@@ -85,6 +86,7 @@ class Inbox:
     def __init__(self, name: str, maxsize: int, overflow: str, block_timeout: Optional[float]):
         self.name = name
         self.maxsize = maxsize
+        self.low_water = max(1, maxsize * 3 // 4)  # blocked producers are woken at or below this
         self.overflow = overflow
         self.block_timeout = block_timeout
         self.lock = threading.Lock()
