@@ -174,6 +174,7 @@ class StreamManager:
         if already:
             if not self._in_sixmm_thread():
                 self._done.wait(timeout)
+                self._join_stopped(timeout)
             return
         deadline = time.monotonic() + timeout
 
@@ -204,6 +205,7 @@ class StreamManager:
                     0.25 if deadline is None else min(0.25, max(0.0, deadline - time.monotonic()))
                 )
                 if self._done.wait(step):
+                    self._join_stopped(5.0)
                     return True
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
@@ -211,6 +213,21 @@ class StreamManager:
             logger.info("interrupted: stopping")
             self.stop()
             return True
+
+    def _join_stopped(self, timeout: float) -> None:
+        """After a stop() begun on one of our own threads (a callback called it), join that
+        thread too, so ``wait()``/``stop()`` return with no sixmm thread left running."""
+        if not self._stopping or self._in_sixmm_thread():
+            return
+        deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        for conn in self._connections():
+            conn.stop(left())
+        self._heartbeat.stop(left())
+        self._dispatcher.stop(left())
 
     # -- subscribing --------------------------------------------------------------------
 
