@@ -14,8 +14,13 @@ The manager drives it through three underscore methods (not for users):
   ``type``, the next message is the snapshot — PROTOCOL.md §8).
 - ``_invalidate(reason)`` the moment the book may be wrong without a resubscribe of its own
   (connection lost), and ``_begin_resync(reason)`` when a fresh snapshot is requested (gap,
-  crossed book, reconnect, a depth payload that failed to parse); the latter counts
-  ``resyncs``.
+  crossed book, reconnect) — call it BEFORE sending the subscribe, since it disarms
+  ``_expect_snapshot``; it counts ``resyncs``.
+- ``_bad_payload(reason) -> bool`` when a depth payload of the symbol fails to parse: the book
+  is unsynced and disarmed; True means "resubscribe" (it was synced or awaiting its snapshot).
+
+GAP and CROSSED are logged here at INFO with the versions involved (the manager logs the
+resync itself).
 """
 
 from __future__ import annotations
@@ -156,7 +161,7 @@ class OrderBook:
             if outcome is Outcome.SNAPSHOT:
                 self._synced_cond.notify_all()
         if outcome is Outcome.GAP:
-            logger.warning(
+            logger.info(
                 "order book %s: version gap (book at %s, update start=%s prev=%s end=%s)",
                 self._symbol,
                 before,
@@ -165,7 +170,7 @@ class OrderBook:
                 msg.end,
             )
         elif outcome is Outcome.CROSSED:
-            logger.warning(
+            logger.info(
                 "order book %s: crossed after version %s (treated as corruption)",
                 self._symbol,
                 msg.end,
@@ -184,6 +189,21 @@ class OrderBook:
             self._state.invalidate()
         if was_synced:
             logger.info("order book %s: not synced (%s)", self._symbol, reason)
+
+    def _bad_payload(self, reason: str) -> bool:
+        """A depth payload of this symbol failed to parse (manager only).
+
+        The lost message may have been an update or the awaited snapshot, so the book is
+        unsynced and :meth:`_expect_snapshot` disarmed (else the next update of a stream
+        without ``type`` would be taken for the snapshot). Returns True if the manager must
+        resubscribe: the book was synced or waiting for its snapshot.
+        """
+        with self._lock:
+            state = self._state
+            must_resync = state.synced or state.expecting_snapshot
+            state.invalidate()
+        logger.info("order book %s: bad depth payload (%s)", self._symbol, reason)
+        return must_resync
 
     def _begin_resync(self, reason: str) -> None:
         """A fresh snapshot is being requested (gap, crossed, reconnect...): counts a resync."""

@@ -137,10 +137,11 @@ def test_gap_unsyncs_until_the_next_snapshot(
     book: OrderBook, caplog: pytest.LogCaptureFixture
 ) -> None:
     synced(book)
-    with caplog.at_level("WARNING", logger="sixmm.orderbook"):
+    with caplog.at_level("INFO", logger="sixmm.orderbook"):
         assert book._feed(upd(12, 12)) is Outcome.GAP
     assert not book.synced
-    assert "gap" in caplog.text and "BTCUSDT" in caplog.text
+    assert "gap (book at 10, update start=12 prev=None end=12)" in caplog.text
+    assert "BTCUSDT" in caplog.text
     assert book._feed(upd(13, 13)) is Outcome.IGNORED
     synced(book, 20)
     assert book.synced and book.version == 20
@@ -148,7 +149,7 @@ def test_gap_unsyncs_until_the_next_snapshot(
 
 def test_crossed_unsyncs(book: OrderBook, caplog: pytest.LogCaptureFixture) -> None:
     synced(book)
-    with caplog.at_level("WARNING", logger="sixmm.orderbook"):
+    with caplog.at_level("INFO", logger="sixmm.orderbook"):
         assert book._feed(upd(11, 11, asks=[("99.5", "1")])) is Outcome.CROSSED
     assert not book.synced and book.stats()["crossed"] == 1
     assert "crossed" in caplog.text
@@ -174,6 +175,25 @@ def test_expect_snapshot_for_untyped_streams(book: OrderBook) -> None:
     book._begin_resync("gap")
     assert book._feed(snap(9, [], [], kind=None)) is Outcome.IGNORED  # the resync disarmed it
     assert not book.synced
+
+
+def test_bad_payload_while_synced_asks_for_a_resync(book: OrderBook) -> None:
+    synced(book)
+    assert book._bad_payload("bad price") is True
+    assert not book.synced and book.stats()["resyncs"] == 0
+    assert book._feed(upd(11, 11)) is Outcome.IGNORED
+
+
+def test_bad_payload_while_awaiting_an_untyped_snapshot(book: OrderBook) -> None:
+    book._expect_snapshot()
+    assert book._bad_payload("the snapshot was malformed") is True
+    # the next untyped message is an update, not the snapshot: it must not sync the book
+    assert book._feed(snap(12, [("1", "1")], [], kind=None)) is Outcome.IGNORED
+    assert not book.synced
+
+
+def test_bad_payload_while_unsynced_and_unarmed(book: OrderBook) -> None:
+    assert book._bad_payload("noise") is False
 
 
 # -- wait_synced --------------------------------------------------------------------------------
