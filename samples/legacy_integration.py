@@ -77,8 +77,10 @@ def run(url: str, symbol: str, seconds: Optional[float]) -> None:
             with lock:
                 ticker = latest.get(symbol)
             last = ticker.last_price if ticker is not None else "-"
-            bid, ask = book.best_bid(), book.best_ask()
-            quote = f"{bid[0]} / {ask[0]}" if book.synced and bid and ask else "book not synced"
+            view = book.snapshot(1)  # one consistent read of the live book (thread-safe)
+            bids, asks = view["bids"], view["asks"]
+            synced = view["synced"] and bids and asks
+            quote = f"{bids[0][0]} / {asks[0][0]}" if synced else "book not synced"
             print(
                 f"{time.strftime('%H:%M:%S')} {symbol} last {last}  {quote}  "
                 f"{count} trades, volume {volume}  [{streams.state.value}]",
