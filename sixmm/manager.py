@@ -7,6 +7,7 @@ public ones. Nothing starts before :meth:`StreamManager.start` (the ``with`` blo
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -379,22 +380,23 @@ class StreamManager:
         for session, _conn in self._public:
             if len(session) < self._max_topics:
                 return session
+        name = f"public-{len(self._public)}"
         session = PublicSession(
             self.url,
             ids=self._ids,
-            submit=self._dispatcher.submit,
-            report=self._invoker.report,
+            dispatcher=self._dispatcher,
+            report=functools.partial(self._dispatcher.report, name),
             on_gap=self._emit_gap,
             on_failed=self._route_failed,
             decode_opts=self._decode_opts,
             ack_timeout=self._ack_timeout,
         )
         conn = Connection(
-            f"public-{len(self._public)}",
+            name,
             session,
             backoff=self._backoff,
             on_state=self._conn_state,
-            report=self._invoker.report,
+            report=functools.partial(self._dispatcher.report, name),
             **self._conn_opts,
         )
         session.bind(conn)
@@ -425,8 +427,8 @@ class StreamManager:
             keeper,
             route,
             ids=self._ids,
-            submit=self._dispatcher.submit,
-            report=self._invoker.report,
+            dispatcher=self._dispatcher,
+            report=functools.partial(self._dispatcher.report, "user"),
             on_gap=self._emit_gap,
             decode_opts=self._decode_opts,
             auth_timeout=self._ack_timeout,
@@ -436,7 +438,7 @@ class StreamManager:
             session,
             backoff=self._backoff,
             on_state=self._conn_state,
-            report=self._invoker.report,
+            report=functools.partial(self._dispatcher.report, "user"),
             **self._conn_opts,
         )
         conn_holder.append(conn)

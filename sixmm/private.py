@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, Optional, Tuple
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from .connection import Connection, Session
+from .dispatch import Dispatcher
 from .errors import AuthError, ConnectionLost, ProtocolError
 from .protocol.events import AuthResult, Malformed, Pong, PrivatePush
 from .protocol.frames import RequestIds, decode, encode_ping
@@ -57,7 +58,7 @@ class UserSession(Session):
         route: Route,
         *,
         ids: RequestIds,
-        submit: Submit,
+        dispatcher: Dispatcher,
         report: Callable[[BaseException], None],
         on_gap: Callable[[str, GapEvent], None],
         decode_opts: Dict[str, int],
@@ -69,7 +70,8 @@ class UserSession(Session):
         self._keeper = keeper
         self.route = route
         self._ids = ids
-        self._submit = submit
+        self._dispatcher = dispatcher
+        self._submit: Submit = dispatcher.submit
         self._report = report
         self._on_gap = on_gap
         self._decode_opts = decode_opts
@@ -128,6 +130,7 @@ class UserSession(Session):
         raise AuthError(None, "user() needs a RestClient with api_key/api_secret or a token")
 
     def on_open(self, conn: Connection) -> None:
+        self._submit = self._dispatcher.submit  # the started dispatcher's fast path
         self._authed = False
         self._checked_key = False
         self._opened_at = self._clock()

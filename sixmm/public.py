@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from .connection import Connection, Session
+from .dispatch import Dispatcher
 from .errors import ProtocolError, SubscriptionError
 from .protocol.book import Outcome
 from .protocol.depth import parse_depth
@@ -58,7 +59,7 @@ class PublicSession(Session):
         url: str,
         *,
         ids: RequestIds,
-        submit: Submit,
+        dispatcher: Dispatcher,
         report: Callable[[BaseException], None],
         on_gap: Callable[[str, GapEvent], None],
         on_failed: Callable[[Route], None],
@@ -68,7 +69,8 @@ class PublicSession(Session):
     ) -> None:
         self._url = url
         self._ids = ids
-        self._submit = submit
+        self._dispatcher = dispatcher
+        self._submit: Submit = dispatcher.submit
         self._report_error = report
         self._on_gap = on_gap
         self._on_failed = on_failed
@@ -149,6 +151,7 @@ class PublicSession(Session):
         return self._url
 
     def on_open(self, conn: Connection) -> None:
+        self._submit = self._dispatcher.submit  # the started dispatcher's fast path
         with self._lock:
             self._open = True
             self._pending.clear()
