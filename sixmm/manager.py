@@ -516,10 +516,16 @@ class StreamManager:
         log = logger.warning if kind in ("renew_failed", "fatal") else logger.info
         log("listenKey %s: %s", kind, reason)
         user = self._user
-        if self._on_state is not None and user is not None:
-            state = self._states.get(user[1].name, StreamState.SUSPENDED)
-            event = StateEvent(state, f"listenKey {kind}: {reason}", user[1].name)
-            self._dispatcher.submit(user[1].name, _STATE_TOPIC, (self._on_state,), event, False)
+        if self._on_state is None or user is None:
+            return
+        state = self._states.get(user[1].name)
+        if state is None:
+            if kind == "created":  # before the first connect: CONNECTED follows
+                return
+            state = StreamState.SUSPENDED
+        text = reason if reason.startswith("listenKey") else f"listenKey {kind}: {reason}"
+        event = StateEvent(state, text, user[1].name)
+        self._dispatcher.submit(user[1].name, _STATE_TOPIC, (self._on_state,), event, False)
 
     def _overall_state(self) -> StreamState:
         if not self._started or self._stopping:
