@@ -118,7 +118,11 @@ class OrderBook:
             return self._state.levels()
 
     def wait_synced(self, timeout: Optional[float] = None) -> bool:
-        """Block until the book is synced (or ``timeout`` seconds pass); return :attr:`synced`."""
+        """Block until the book is synced (or ``timeout`` seconds pass); return :attr:`synced`.
+
+        Not from a callback that runs on the reader thread (inline dispatcher): the snapshot
+        cannot arrive while that thread waits, so it would only return at the timeout.
+        """
         state = self._state
         with self._synced_cond:
             return self._synced_cond.wait_for(lambda: state.synced, timeout)
