@@ -257,3 +257,17 @@ def test_tokens_and_listen_keys_follow_the_clock() -> None:
     assert auth.due() == [key]
     assert auth.renew_key(key) is None
     assert auth.ws_auth(key, None) == (False, "listenKey not found or expired")
+
+
+def test_a_kline_rolled_by_a_trade_is_still_published_closed() -> None:
+    from sixmm.sandbox.market import SymbolBook
+
+    start = 1_700_000_040_000  # 40 s into a minute
+    book = SymbolBook("BTCUSDT", 0, now_ms=start)
+    first_open, first_close = book.klines["1m"][0], book.klines["1m"][1]
+    book._fold(book.mid, 5, first_close + 10)  # a trade after the minute ended rolls it
+    sent = [(iv, k) for iv, k in book.kline_dicts(first_close + 20) if iv == "1m"]
+    closed = [k for _, k in sent if k["closed"]]
+    assert [k["openTime"] for k in closed] == [first_open]
+    assert [k["openTime"] for _, k in sent if not k["closed"]] == [first_close + 1]
+    assert book.kline_dicts(first_close + 30)[0][1]["closed"] is False  # sent once

@@ -127,6 +127,7 @@ class SymbolBook:
         self.volume = 0  # in qty units
         self.quote_volume = 0  # in price*qty units (pd + qd decimals)
         self.klines: Dict[str, List[int]] = {}  # interval -> [open, close, o, h, l, c, vol]
+        self.finished: List[Tuple[str, List[int]]] = []  # rolled by a trade, not yet sent closed
         for iv in INTERVALS:
             self._new_kline(iv, now_ms)
 
@@ -251,6 +252,7 @@ class SymbolBook:
         for iv in INTERVALS:
             k = self.klines[iv]
             if now_ms > k[1]:
+                self.finished.append((iv, k))  # published closed by the next kline_dicts()
                 self._new_kline(iv, now_ms)
                 k = self.klines[iv]
             k[3] = max(k[3], price)
@@ -265,7 +267,10 @@ class SymbolBook:
 
     def kline_dicts(self, now_ms: int) -> List[Tuple[str, Dict[str, object]]]:
         """Current kline per interval; a kline whose period ended is sent closed, then rolled."""
-        out: List[Tuple[str, Dict[str, object]]] = []
+        out: List[Tuple[str, Dict[str, object]]] = [
+            (iv, self._kline_dict(iv, k, True)) for iv, k in self.finished
+        ]
+        self.finished.clear()
         for iv in INTERVALS:
             k = self.klines[iv]
             closed = now_ms > k[1]
