@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 import struct
 from typing import Any, Dict, List, Mapping, Optional, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import websocket
 
@@ -62,6 +63,18 @@ def check_url(url: str, *, allow_insecure: bool = False) -> str:
             "use wss:// or pass allow_insecure=True"
         )
     return url
+
+
+_QUERY_IN_TEXT = re.compile(r"\?[^\s'\"]*")
+
+
+def _redact_query(text: str, url: str) -> str:
+    """``text`` without the URL's query values (a listenKey or token), wherever they appear:
+    a server or proxy may echo the request line or a redirect target into the error."""
+    for _name, value in parse_qsl(urlsplit(url).query):
+        if len(value) >= 4:
+            text = text.replace(value, "…")
+    return _QUERY_IN_TEXT.sub("?…", text)
 
 
 def _is_loopback(host: str) -> bool:
@@ -116,7 +129,8 @@ class Transport:
         except websocket.WebSocketBadStatusException as exc:
             raise ConnectionLost(f"handshake refused: HTTP {exc.status_code}") from None
         except (OSError, websocket.WebSocketException) as exc:
-            raise ConnectionLost(f"connect failed: {type(exc).__name__}: {exc}") from None
+            reason = _redact_query(str(exc), url)
+            raise ConnectionLost(f"connect failed: {type(exc).__name__}: {reason}") from None
         return cls(ws, max_frame_bytes)
 
     def settimeout(self, timeout: Optional[float]) -> None:
