@@ -243,7 +243,8 @@ def test_top_reuses_decimals_until_the_level_changes() -> None:
     assert book.top()[0][0] is first
     book.apply(upd(11, 11, [("100", "4")]))
     changed = book.top()[0][0]
-    assert changed == (D("100"), D("4")) and changed[0] is first[0]  # price Decimal reused
+    assert changed == (D("100"), D("4"))
+    assert book.top()[0][0] is changed
 
 
 # -- crossed books ------------------------------------------------------------------------------
@@ -545,9 +546,8 @@ def _random_stream(rng: random.Random, levels: int, steps: int) -> List[DepthMsg
 def test_long_random_stream_matches_reference(
     small_caches: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if small_caches:  # the price-key and Decimal caches get emptied all the time
+    if small_caches:  # the price-key caches get emptied all the time
         monkeypatch.setattr(book_module, "_CACHE_MAX", 3)
-        monkeypatch.setattr(book_module, "_DEC_MAX", 3)
     rng = random.Random(7)
     book = BookState("X")
     ref = RefBook()

@@ -20,7 +20,7 @@ A result with best bid >= best ask is CROSSED (corruption): the update is applie
 book is unsynced like after a gap. Updates that arrive while unsynced are IGNORED.
 
 Representation (chosen by measurement, see ``bench/bench_book.py``): per side a dict
-``key -> (price_str, qty_str)`` plus a sorted list of keys
+``key -> (price_str, qty_str, Decimals or None)`` plus a sorted list of keys
 kept with :mod:`bisect`, arranged so the best level is at the END of the list (bids keyed by
 ``price``, asks by ``-price``): most activity is near the top, where ``insort``/``del`` move
 the least memory. Keys are ``float(price)``, which identifies a price exactly as long as it
@@ -48,10 +48,10 @@ PriceQty = Tuple[Decimal, Decimal]
 _FLOAT_DIGITS = 15  # significant decimal digits a double identifies exactly
 _SHORT = _FLOAT_DIGITS + 1  # a numeral this long (with its ".") cannot exceed 15 digits
 _CACHE_MAX = 65_536  # price-string -> key cache entries per side before it is emptied
-_DEC_MAX = 4_096  # cached Decimal pairs per side before that cache is emptied
 
-_Side = Dict[Any, Level]  # key -> (price string, quantity string)
-_DecCache = Dict[Any, Tuple[Level, PriceQty]]  # key -> (the entry it was built from, Decimals)
+# key -> (price string, quantity string, (Decimal, Decimal) once top() has built it, or None)
+_Entry = Tuple[str, str, Optional[PriceQty]]
+_Side = Dict[Any, _Entry]
 
 
 class Outcome(enum.Enum):
@@ -90,11 +90,9 @@ class BookState:
     __slots__ = (
         "_armed",
         "_ask_cache",
-        "_ask_dec",
         "_ask_keys",
         "_asks",
         "_bid_cache",
-        "_bid_dec",
         "_bid_keys",
         "_bids",
         "_exact",
@@ -135,8 +133,6 @@ class BookState:
         self._ask_keys: List[Any] = []  # ascending -price: best ask last
         self._bid_cache: Dict[str, Any] = {}  # price string -> key (float() is ~170 ns)
         self._ask_cache: Dict[str, Any] = {}  # price string -> negated key
-        self._bid_dec: _DecCache = {}  # Decimals built by top(), reused while the entry lasts
-        self._ask_dec: _DecCache = {}
 
     # -- the state machine -------------------------------------------------------------------
 
@@ -211,8 +207,6 @@ class BookState:
             self._ask_cache.clear()
         self._bids.clear()
         self._asks.clear()
-        self._bid_dec.clear()
-        self._ask_dec.clear()
         self._load(msg.bids, self._bids, self._bid_cache, False)
         self._load(msg.asks, self._asks, self._ask_cache, True)
         self._bid_keys[:] = sorted(self._bids)
@@ -236,7 +230,7 @@ class BookState:
             if key is None:
                 key = self._new_key(price, cache, neg)
             if qty.strip("0."):
-                book[key] = (price, qty)
+                book[key] = (price, qty, None)
             else:
                 book.pop(key, None)
 
@@ -251,7 +245,7 @@ class BookState:
             if qty.strip("0."):
                 if key not in book:
                     insort(keys, key)
-                book[key] = (price, qty)
+                book[key] = (price, qty, None)
             elif book.pop(key, None) is not None:
                 del keys[bisect_left(keys, key)]
 
@@ -270,8 +264,6 @@ class BookState:
     def _go_exact(self) -> None:
         """Re-key both sides with Decimal keys (a price needs more than 15 digits)."""
         self._exact = True
-        self._bid_dec.clear()
-        self._ask_dec.clear()
         for book, keys, cache, neg in (
             (self._bids, self._bid_keys, self._bid_cache, False),
             (self._asks, self._ask_keys, self._ask_cache, True),
@@ -296,18 +288,18 @@ class BookState:
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         return (
-            _best(self._bids, self._bid_keys, self._bid_dec, n),
-            _best(self._asks, self._ask_keys, self._ask_dec, n),
+            _best(self._bids, self._bid_keys, n),
+            _best(self._asks, self._ask_keys, n),
         )
 
     def best_bid(self) -> Optional[PriceQty]:
         """The highest bid ``(price, quantity)``, or None when there are no bids."""
-        best = _best(self._bids, self._bid_keys, self._bid_dec, 1)
+        best = _best(self._bids, self._bid_keys, 1)
         return best[0] if best else None
 
     def best_ask(self) -> Optional[PriceQty]:
         """The lowest ask ``(price, quantity)``, or None when there are no asks."""
-        best = _best(self._asks, self._ask_keys, self._ask_dec, 1)
+        best = _best(self._asks, self._ask_keys, 1)
         return best[0] if best else None
 
     def levels(self) -> Tuple[Dict[str, str], Dict[str, str]]:
@@ -346,22 +338,15 @@ class BookState:
         )
 
 
-def _best(book: _Side, keys: List[Any], cache: _DecCache, n: int) -> List[PriceQty]:
-    """The ``n`` best levels as Decimals, reusing the pairs built for unchanged entries."""
+def _best(book: _Side, keys: List[Any], n: int) -> List[PriceQty]:
+    """The ``n`` best levels as Decimals, built once per entry and kept in it."""
     out: List[PriceQty] = []
     append = out.append
     for key in keys[: -n - 1 : -1]:
         entry = book[key]
-        cached = cache.get(key)
-        if cached is not None and cached[0] is entry:  # the cache keeps ``entry`` alive
-            append(cached[1])
-            continue
-        if cached is not None and cached[0][0] == entry[0]:
-            pair = (cached[1][0], Decimal(entry[1]))  # same price string: reuse its Decimal
-        else:
+        pair = entry[2]
+        if pair is None:
             pair = (Decimal(entry[0]), Decimal(entry[1]))
-        if len(cache) >= _DEC_MAX:
-            cache.clear()
-        cache[key] = (entry, pair)
+            book[key] = (entry[0], entry[1], pair)
         append(pair)
     return out
