@@ -34,19 +34,45 @@ class Pong:
     raw: Dict[str, Any] = attrs.field(repr=False, eq=False)
 
 
-@attrs.frozen(slots=True)
 class Push:
     """A public push: ``{"topic", "event": "data", "ts", "data"}``.
 
     ``snapshot`` is True when the envelope itself says the payload is a snapshot
-    (``"event": "snapshot"``), False otherwise.
+    (``"event": "snapshot"``), False otherwise. A plain slotted class, not attrs: one is built
+    per message, and attrs' frozen ``__init__`` costs three times as much. Treat as immutable.
     """
 
-    topic: str
-    ts: Optional[int]
-    data: Any = attrs.field(repr=False)
-    snapshot: bool = False
-    raw: Dict[str, Any] = attrs.field(default=None, repr=False, eq=False)
+    __slots__ = ("data", "raw", "snapshot", "topic", "ts")
+
+    def __init__(
+        self,
+        topic: str,
+        ts: Optional[int],
+        data: Any,
+        snapshot: bool = False,
+        raw: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        self.topic = topic
+        self.ts = ts
+        self.data = data
+        self.snapshot = snapshot
+        self.raw = raw
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Push:
+            return NotImplemented
+        o: Push = other  # type: ignore[assignment,unused-ignore]
+        return (self.topic, self.ts, self.data, self.snapshot) == (
+            o.topic,
+            o.ts,
+            o.data,
+            o.snapshot,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Push(topic={self.topic!r}, ts={self.ts!r}, snapshot={self.snapshot!r})"
 
 
 @attrs.frozen(slots=True)
