@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union, cast
 
 import attrs
 
@@ -61,7 +61,7 @@ class Push:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not Push:
             return NotImplemented
-        o: Push = other  # type: ignore[assignment,unused-ignore]
+        o = cast(Push, other)
         return (self.topic, self.ts, self.data, self.snapshot) == (
             o.topic,
             o.ts,
