@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, Union, cast
+from typing import Any, Dict, Optional, Tuple, Union
 
 import attrs
 
@@ -59,15 +59,10 @@ class Push:
         self.raw = raw
 
     def __eq__(self, other: object) -> bool:
-        if other.__class__ is not Push:
+        if not isinstance(other, Push):
             return NotImplemented
-        o = cast(Push, other)
-        return (self.topic, self.ts, self.data, self.snapshot) == (
-            o.topic,
-            o.ts,
-            o.data,
-            o.snapshot,
-        )
+        mine = (self.topic, self.ts, self.data, self.snapshot)
+        return mine == (other.topic, other.ts, other.data, other.snapshot)
 
     __hash__ = None  # type: ignore[assignment]
 
