@@ -71,6 +71,15 @@ class Outcome(enum.Enum):
     """An update while waiting for a snapshot."""
 
 
+# Enum member lookups cost ~75 ns each on CPython 3.11; apply() runs per frame.
+_SNAPSHOT = Outcome.SNAPSHOT
+_APPLIED = Outcome.APPLIED
+_STALE = Outcome.STALE
+_GAP = Outcome.GAP
+_CROSSED = Outcome.CROSSED
+_IGNORED = Outcome.IGNORED
+
+
 def _too_precise(price: str) -> bool:
     """True if ``price`` has more significant digits than a float key identifies."""
     return len(price.replace(".", "").strip("0")) > _FLOAT_DIGITS
@@ -164,14 +173,14 @@ class BookState:
             return self._snapshot(msg)
         if not self.synced:
             self.ignored += 1
-            return Outcome.IGNORED
+            return _IGNORED
         end = msg.end
         if end is None:
             raise ValueError("depth message without endVersion")
         v: int = self.version  # type: ignore[assignment]  # synced implies a version
         if end <= v:
             self.stale += 1
-            return Outcome.STALE
+            return _STALE
         start = msg.start
         if start is not None:
             ok = start <= v + 1 if self._first else start == v + 1
@@ -184,7 +193,7 @@ class BookState:
         if not ok:
             self.gaps += 1
             self.invalidate()
-            return Outcome.GAP
+            return _GAP
         if msg.bids:
             self._update(msg.bids, self._bids, self._bid_keys, self._bid_cache, False)
         if msg.asks:
@@ -192,11 +201,13 @@ class BookState:
         self.version = end
         self._first = False
         self.applied += 1
-        if self._is_crossed():
+        bid_keys = self._bid_keys
+        ask_keys = self._ask_keys
+        if bid_keys and ask_keys and bid_keys[-1] >= -ask_keys[-1]:  # crossed (inlined)
             self.crossed += 1
             self.invalidate()
-            return Outcome.CROSSED
-        return Outcome.APPLIED
+            return _CROSSED
+        return _APPLIED
 
     def _snapshot(self, msg: DepthMsg) -> Outcome:
         if msg.end is None:
@@ -219,9 +230,9 @@ class BookState:
         if self._is_crossed():
             self.crossed += 1
             self.invalidate()
-            return Outcome.CROSSED
+            return _CROSSED
         self.synced = True
-        return Outcome.SNAPSHOT
+        return _SNAPSHOT
 
     def _load(self, levels: List[Level], book: _Side, cache: Dict[str, Any], neg: bool) -> None:
         """Snapshot levels into an empty side (the key list is rebuilt afterwards)."""
