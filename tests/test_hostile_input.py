@@ -17,7 +17,8 @@ import socket
 import struct
 import threading
 from decimal import Decimal
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from types import SimpleNamespace
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -311,7 +312,7 @@ def test_any_frame_through_the_public_session_never_raises(frames: List[bytes]) 
     session = PublicSession(
         "ws://127.0.0.1:1/ws",
         ids=RequestIds(now_ms=0),
-        submit=submit,
+        dispatcher=cast(Any, SimpleNamespace(submit=submit)),
         report=errors.append,
         on_gap=lambda lane, gap: None,
         on_failed=lambda route: None,
