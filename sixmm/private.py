@@ -24,7 +24,7 @@ from .dispatch import Dispatcher
 from .errors import AuthError, ConnectionLost, ProtocolError
 from .protocol.events import AuthResult, Malformed, Pong, PrivatePush
 from .protocol.frames import RequestIds, decode, encode_ping
-from .protocol.models import AccountUpdate, OrderUpdate, user_event
+from .protocol.models import AccountUpdate, OrderUpdate, UserEvent, user_event
 from .states import GapEvent
 from .subscriptions import Callback, Route
 from .transport import ConnectionClosed
@@ -204,12 +204,13 @@ class UserSession(Session):
         self.events += 1
         if push.ts is not None:
             route.last_ts = push.ts
+        model: Any
         try:
             model = user_event(push)
-        except ProtocolError as exc:
+        except ProtocolError as exc:  # reported, and still delivered: never drop a user event
             route.bad_payloads += 1
-            self._report(ProtocolError(f"bad user event payload: {exc}"))
-            return
+            self._report(ProtocolError(f"bad {push.event_type} payload: {exc}"))
+            model = UserEvent.from_push(push)
         key = getattr(model, "dedupe_key", None)
         if key is not None:
             seen = self._seen

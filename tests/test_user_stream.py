@@ -251,3 +251,17 @@ def test_sixmm_exports_the_contract() -> None:
         "CallbackError",
     ):
         assert hasattr(sixmm, name), name
+
+
+def test_unparsable_user_event_is_reported_and_still_delivered(sandbox: Sandbox) -> None:
+    orders, events, errors = Recorder(), Recorder(), Recorder()
+    rest = hmac_rest(sandbox)
+    with rest, StreamManager(sandbox.ws_url, rest=rest, on_error=errors, **FAST) as streams:
+        assert streams.user(on_order=orders, on_event=events).wait_ready(5)
+        sandbox.push_user_event("ORDER_TRADE_UPDATE", {"price": "not-a-price"})
+        wait_until(lambda: len(events) >= 1)
+    event = events.snapshot()[0]
+    assert isinstance(event, UserEvent) and event.event_type == "ORDER_TRADE_UPDATE"
+    assert event.data["price"] == "not-a-price"
+    assert orders.snapshot() == []
+    assert any("ORDER_TRADE_UPDATE" in str(e) for e in errors.snapshot())

@@ -227,7 +227,11 @@ def _classify(obj: Dict[str, Any], topic: Any, text: Union[str, bytes]) -> Event
         return _ack(obj, op if op == "unsubscribe" else "subscribe", text, success=False)
     if type(event) is not str:
         return Malformed(f"event is a {type(event).__name__}, not a string", _clip(text))
-    # [assumed] Unknown event names (including a server "ping") are reported, not guessed.
+    if event == "ping":
+        # [assumed] A server-initiated application ping: proof of life like a pong (the
+        # transport already answers websocket pings); nothing else to do with it.
+        return Pong(_opt_id(obj.get("id")), obj)
+    # [assumed] Other unknown event names are reported, not guessed.
     return Malformed(f"unknown event {event[:40]!r}", _clip(text))
 
 

@@ -397,8 +397,9 @@ class Position:
     """One position of an ``ACCOUNT_UPDATE``.
 
     Wire: ``symbol, positionSide, quantity, entryPrice, unrealizedPnl, marginMode, leverage``
-    [aliases: ``positionAmt``, ``size``; ``avgPrice``; ``unrealizedProfit``]. ``margin_mode``
-    is the wire string (``ISOLATED``/``CROSS``). ``quantity`` may be negative (short, one-way).
+    [aliases: ``positionAmt``, ``positionAmount``, ``size``; ``avgPrice``;
+    ``unrealizedProfit``]. ``margin_mode`` is the wire string (``ISOLATED``/``CROSS``).
+    ``quantity`` may be negative (short, one-way).
 
     Thread-safety: immutable; share freely.
     """
@@ -420,7 +421,7 @@ class Position:
         return cls(
             req_str(d.get("symbol"), m, "symbol"),
             opt_upper(d.get("positionSide"), m, "positionSide"),
-            opt_dec(get(d, ("quantity", "positionAmt", "size")), m, "quantity"),
+            opt_dec(get(d, ("quantity", "positionAmt", "positionAmount", "size")), m, "quantity"),
             opt_dec(get(d, ("entryPrice", "avgPrice")), m, "entryPrice"),
             opt_dec(get(d, ("unrealizedPnl", "unrealizedProfit")), m, "unrealizedPnl"),
             opt_upper(d.get("marginMode"), m, "marginMode"),
