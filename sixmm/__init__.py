@@ -32,9 +32,11 @@ from .manager import StreamManager
 from .orderbook import OrderBook
 from .protocol.models import (
     AccountUpdate,
+    Balance,
     DepthUpdate,
     Kline,
     OrderUpdate,
+    Position,
     Ticker,
     Trade,
     UserEvent,
@@ -52,6 +54,7 @@ __all__ = [
     "ApiError",
     "AuthError",
     "Backoff",
+    "Balance",
     "CallbackError",
     "ConnectionLost",
     "DepthUpdate",
@@ -60,6 +63,7 @@ __all__ = [
     "Kline",
     "OrderBook",
     "OrderUpdate",
+    "Position",
     "ProtocolError",
     "QueueDispatcher",
     "QueueOverflow",
