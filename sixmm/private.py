@@ -204,6 +204,7 @@ class UserSession(Session):
         self.events += 1
         if push.ts is not None:
             route.last_ts = push.ts
+            route.lag_ms = int(time.time() * 1000) - push.ts
         model: Any
         try:
             model = user_event(push)

@@ -219,6 +219,8 @@ class PublicSession(Session):
             ts = push.ts
             if ts is not None:
                 route.last_ts = ts
+                if route.messages & 63 == 1:  # sample the exchange-to-receive lag
+                    route.lag_ms = int(time.time() * 1000) - ts
             if route.channel == "depth":
                 self._on_depth(conn, route, push)
                 return

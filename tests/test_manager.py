@@ -358,8 +358,10 @@ def test_long_inline_callback_is_not_mistaken_for_a_silent_server(sandbox: Sandb
 
 def test_stats_shape(sandbox: Sandbox) -> None:
     with StreamManager(sandbox.ws_url, **FAST) as streams:
-        streams.trades("BTCUSDT", lambda t: None)
+        trades = Recorder()
+        streams.trades("BTCUSDT", trades)
         streams.order_book("BTCUSDT").wait_synced(5)
+        wait_until(lambda: len(trades) >= 1)
         stats = streams.stats()
     conn = stats["connections"]["public-0"]
     for key in ("state", "messages", "bytes", "reconnects", "last_frame_age"):
@@ -367,5 +369,7 @@ def test_stats_shape(sandbox: Sandbox) -> None:
     topic = stats["topics"]["market.trade.BTCUSDT"]
     for key in ("messages", "errors", "p50_ms", "p99_ms"):
         assert key in topic
+    assert topic["messages"] >= 1 and topic["lag_ms"] is not None
+    assert -1000 < topic["lag_ms"] < 5000  # sandbox and client share the clock
     assert stats["books"]["BTCUSDT"]["synced"] is True
     assert "depth" in stats["dispatcher"]
