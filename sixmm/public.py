@@ -250,7 +250,8 @@ class PublicSession(Session):
         except ProtocolError as exc:
             route.bad_payloads += 1
             self._report(ProtocolError(f"bad {route.topic} payload: {exc}"))
-            if route.book is not None and route.book.synced:
+            book = route.book
+            if book is not None and book._bad_payload(str(exc)):
                 self.resync(route, "malformed depth payload")
             return
         book = route.book

@@ -192,3 +192,19 @@ def test_reads_from_another_thread_are_consistent(sandbox: Sandbox) -> None:
         for t in threads:
             t.join(5)
     assert problems == []
+
+
+def test_malformed_depth_payload_resyncs_the_book(sandbox: Sandbox) -> None:
+    errors = Recorder()
+    with StreamManager(sandbox.ws_url, on_error=errors, **FAST) as streams:
+        book = streams.order_book("BTCUSDT")
+        assert book.wait_synced(5)
+        sandbox.pause_market()
+        sandbox.send_malformed(
+            '{"topic":"market.depth.BTCUSDT","event":"data","ts":1,'
+            '"data":{"type":"update","startVersion":"x","endVersion":1,"bids":[],"asks":[]}}'
+        )
+        wait_until(lambda: book.stats()["resyncs"] == 1)
+        assert book.wait_synced(5)
+        assert_equals_truth(sandbox, book)
+    assert any("market.depth.BTCUSDT" in str(e) for e in errors.snapshot())
