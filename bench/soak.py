@@ -6,10 +6,11 @@ Prints a markdown summary table and exits non-zero if any check failed. The shor
 
 What runs: trades of 3 symbols, a kline, a ticker, all tickers, 3 live order books and the
 private user stream (listenKey renewed every second, events replayed on every reconnect),
-with fast heartbeat/staleness/backoff. Every ``fault_every`` seconds one fault is injected,
-drawn (seeded) from: socket drops, silent periods longer than ``stale_after``, depth version
-gaps, crossed books, malformed frames, refused subscribes (a fresh probe topic), listenKey
-expiry, failing listenKey REST calls, and trade bursts.
+with fast heartbeat/staleness/backoff. Every ``fault_every`` seconds one fault is injected:
+each kind once first (in a seeded shuffle), then seeded weighted draws. The kinds: socket
+drops, silent periods longer than ``stale_after``, depth version gaps, crossed books,
+malformed frames, refused subscribes (a fresh probe topic), listenKey expiry, failing
+listenKey REST calls, and trade bursts.
 
 What is checked at the end (each failure is listed in ``SoakResult.problems``):
 
@@ -286,6 +287,8 @@ class _Soak:
         self.rest_failures = 0
         self.probes = list(_PROBE_TOPICS)
         self.rng.shuffle(self.probes)
+        self.first_round = [k for k in config.kinds if config.kinds[k] > 0]
+        self.rng.shuffle(self.first_round)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -294,8 +297,21 @@ class _Soak:
         return sum(int(c["connects"]) + int(c["failed_attempts"]) for c in conns.values())
 
     def _inject(self, sb: Sandbox, streams: StreamManager, books: Dict[str, Any]) -> None:
-        kinds = list(self.cfg.kinds)
-        kind = self.rng.choices(kinds, weights=[self.cfg.kinds[k] for k in kinds])[0]
+        if self.first_round:  # every kind once (shuffled) first, then weighted draws
+            kind = self.first_round.pop()
+        else:
+            kinds = list(self.cfg.kinds)
+            kind = self.rng.choices(kinds, weights=[self.cfg.kinds[k] for k in kinds])[0]
+        if not self._inject_kind(kind, sb, streams, books) and kind in self.cfg.kinds:
+            if not self.result.faults[kind]:
+                self.first_round.append(kind)  # moot now: try this kind again next time
+            return
+        self.result.faults[kind] += 1
+
+    def _inject_kind(
+        self, kind: str, sb: Sandbox, streams: StreamManager, books: Dict[str, Any]
+    ) -> bool:
+        """Inject one fault of ``kind``; False if it would have been moot (not injected)."""
         symbol = self.rng.choice(SYMBOLS)
         if kind == "drop":
             self.result.sockets_dropped += sb.drop_all()
@@ -306,7 +322,7 @@ class _Soak:
             pending = {c.symbol for c in self.checks if c.kind in ("gap", "crossed")}
             before = book.stats()
             if not before["synced"] or symbol in pending:
-                return  # the fault would be moot; draw again next time
+                return False  # the fault would be moot
             before["conns"] = self._conn_totals(streams)
             self.checks.append(_Check(kind, symbol, time.monotonic() + _CHECK_TIMEOUT, before))
             self.injected[(kind, symbol)] += 1
@@ -318,7 +334,7 @@ class _Soak:
             sb.send_malformed()
         elif kind == "refused_subscribe":
             if not self.probes:
-                return
+                return False
             topic = self.probes.pop()
             sb.reject_next_subscribe(topic, message="soak: refused")
             sub = streams.subscribe(topic, self.tracker.on_any)
@@ -330,7 +346,7 @@ class _Soak:
             self.rest_failures += 1
         elif kind == "burst":
             sb.burst(symbol, self.rng.randint(100, 400))
-        self.result.faults[kind] += 1
+        return True
 
     def _poll_checks(self, streams: StreamManager, books: Dict[str, Any], final: bool) -> None:
         now = time.monotonic()
