@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import sixmm.protocol.book as book_module
 from sixmm.errors import ProtocolError
 from sixmm.protocol.book import BookState, Outcome
 from sixmm.protocol.depth import DepthMsg, parse_depth
@@ -206,6 +205,13 @@ def test_same_value_different_spelling_is_one_level() -> None:
     assert book.top() == ([(D("85000.10"), D("3"))], [])
 
 
+def test_spellings_inside_one_snapshot() -> None:
+    book = BookState("X")
+    book.apply(snap(1, [("1", "1"), ("1.0", "2"), ("2", "1"), ("2.00", "0"), ("3", "0")]))
+    assert book.levels() == ({"1.0": "2"}, {})
+    assert book.depth() == (1, 0)
+
+
 def test_more_than_15_digits_switches_to_exact_keys() -> None:
     book = BookState("X")
     book.apply(snap(1, [("1", "1"), ("0.5", "1")], [("3", "1")]))
@@ -244,6 +250,7 @@ def test_top_reuses_decimals_until_the_level_changes() -> None:
     book.apply(upd(11, 11, [("100", "4")]))
     changed = book.top()[0][0]
     assert changed == (D("100"), D("4"))
+    assert changed[0] is first[0]  # only the quantity changed: the price Decimal is kept
     assert book.top()[0][0] is changed
 
 
@@ -542,18 +549,18 @@ def _random_stream(rng: random.Random, levels: int, steps: int) -> List[DepthMsg
     return msgs
 
 
-@pytest.mark.parametrize("small_caches", [False, True])
-def test_long_random_stream_matches_reference(
-    small_caches: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if small_caches:  # the price-key caches get emptied all the time
-        monkeypatch.setattr(book_module, "_CACHE_MAX", 3)
+@pytest.mark.parametrize("exact", [False, True])
+def test_long_random_stream_matches_reference(exact: bool) -> None:
     rng = random.Random(7)
     book = BookState("X")
     ref = RefBook()
-    for i, msg in enumerate(_random_stream(rng, 400, 3000)):
+    msgs = _random_stream(rng, 400, 3000)
+    if exact:  # one deep level beyond float precision: the whole stream runs on Decimal keys
+        msgs[0].bids.append(("1.00000000000000001", "5"))
+    for i, msg in enumerate(msgs):
         assert book.apply(msg).value == ref.apply(msg)
-        if i % 50 == 0 or small_caches:
+        if i % 50 == 0 or exact:
             assert book.top(10) == ref.top(10)
+    assert book.exact_keys is exact
     check_same(book, ref)
     assert book.applied == 3000 and book.stale > 0 and book.synced

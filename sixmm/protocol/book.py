@@ -19,16 +19,19 @@ update's ``endVersion``):
 A result with best bid >= best ask is CROSSED (corruption): the update is applied, then the
 book is unsynced like after a gap. Updates that arrive while unsynced are IGNORED.
 
-Representation (chosen by measurement, see ``bench/bench_book.py``): per side a dict
-``key -> (price_str, qty_str, Decimals or None)`` plus a sorted list of keys
-kept with :mod:`bisect`, arranged so the best level is at the END of the list (bids keyed by
-``price``, asks by ``-price``): most activity is near the top, where ``insort``/``del`` move
-the least memory. Keys are ``float(price)``, which identifies a price exactly as long as it
-has at most 15 significant digits (any two distinct decimals of <= 15 significant digits map
-to distinct doubles; equal values written differently, such as ``"85000.10"`` and
-``"85000.1"``, map to the same key and are the same level). A price with more significant
-digits switches the book to exact ``Decimal`` keys (rebuilt in place) until the next
-snapshot: two distinct prices are never merged.
+Representation (chosen by measurement, see ``bench/bench_book.py``): per side one mutable
+entry ``[price_str, qty_str, (Decimal, Decimal) or None, key, Decimal(price) or None]`` per
+level, found two ways: by the price string as last received (a dict: the hot path — a
+quantity change for a known spelling is one dict lookup and two list stores, no allocation)
+and by an ordering key (a dict plus a sorted list kept with :mod:`bisect`, arranged so the
+best level is at the END of the list — bids keyed by ``price``, asks by ``-price`` — where
+most activity is and ``insort``/``del`` move the least memory). Keys are ``float(price)``,
+which identifies a price exactly as long as it has at most 15 significant digits (any two
+distinct decimals of <= 15 significant digits map to distinct doubles; equal values written
+differently, such as ``"85000.10"`` and ``"85000.1"``, map to the same key and are the same
+level). A price with more significant digits switches the book to exact ``Decimal`` keys
+(rebuilt in place) until the next snapshot: two distinct prices are never merged. ``top()``
+builds Decimals only for the levels it returns, once per change of a level.
 """
 
 from __future__ import annotations
@@ -47,11 +50,10 @@ PriceQty = Tuple[Decimal, Decimal]
 
 _FLOAT_DIGITS = 15  # significant decimal digits a double identifies exactly
 _SHORT = _FLOAT_DIGITS + 1  # a numeral this long (with its ".") cannot exceed 15 digits
-_CACHE_MAX = 65_536  # price-string -> key cache entries per side before it is emptied
 
-# key -> (price string, quantity string, (Decimal, Decimal) once top() has built it, or None)
-_Entry = Tuple[str, str, Optional[PriceQty]]
-_Side = Dict[Any, _Entry]
+# A level: [price string, quantity string, (Decimal, Decimal) or None, key, Decimal(price) or None]
+_PRICE, _QTY, _PAIR, _KEY, _PRICE_DEC = range(5)
+_Entry = List[Any]
 
 
 class Outcome(enum.Enum):
@@ -98,11 +100,7 @@ class BookState:
 
     __slots__ = (
         "_armed",
-        "_ask_cache",
-        "_ask_keys",
         "_asks",
-        "_bid_cache",
-        "_bid_keys",
         "_bids",
         "_exact",
         "_first",
@@ -136,12 +134,8 @@ class BookState:
         self._first = False  # the next update is the first after a snapshot
         self._armed = False  # the next message without a type is the snapshot
         self._exact = False  # Decimal keys instead of float keys
-        self._bids: _Side = {}
-        self._bid_keys: List[Any] = []  # ascending price: best bid last
-        self._asks: _Side = {}
-        self._ask_keys: List[Any] = []  # ascending -price: best ask last
-        self._bid_cache: Dict[str, Any] = {}  # price string -> key (float() is ~170 ns)
-        self._ask_cache: Dict[str, Any] = {}  # price string -> negated key
+        self._bids = _BookSide(self, False)
+        self._asks = _BookSide(self, True)
 
     # -- the state machine -------------------------------------------------------------------
 
@@ -194,16 +188,18 @@ class BookState:
             self.gaps += 1
             self.invalidate()
             return _GAP
+        bids = self._bids
+        asks = self._asks
         if msg.bids:
-            self._update(msg.bids, self._bids, self._bid_keys, self._bid_cache, False)
+            bids.update(msg.bids)
         if msg.asks:
-            self._update(msg.asks, self._asks, self._ask_keys, self._ask_cache, True)
+            asks.update(msg.asks)
         self.version = end
         self._first = False
         self.applied += 1
-        bid_keys = self._bid_keys
-        ask_keys = self._ask_keys
-        if bid_keys and ask_keys and bid_keys[-1] >= -ask_keys[-1]:  # crossed (inlined)
+        bid_keys = bids.keys
+        ask_keys = asks.keys
+        if bid_keys and ask_keys and bid_keys[-1] >= -ask_keys[-1]:  # crossed
             self.crossed += 1
             self.invalidate()
             return _CROSSED
@@ -212,16 +208,9 @@ class BookState:
     def _snapshot(self, msg: DepthMsg) -> Outcome:
         if msg.end is None:
             raise ValueError("depth snapshot without endVersion")
-        if self._exact:  # back to float keys unless this snapshot needs exact ones
-            self._exact = False
-            self._bid_cache.clear()
-            self._ask_cache.clear()
-        self._bids.clear()
-        self._asks.clear()
-        self._load(msg.bids, self._bids, self._bid_cache, False)
-        self._load(msg.asks, self._asks, self._ask_cache, True)
-        self._bid_keys[:] = sorted(self._bids)
-        self._ask_keys[:] = sorted(self._asks)
+        self._exact = False  # float keys again, unless this snapshot needs exact ones
+        self._bids.load(msg.bids)
+        self._asks.load(msg.asks)
         self.version = msg.end
         self.snapshots += 1
         self._armed = False
@@ -234,62 +223,17 @@ class BookState:
         self.synced = True
         return _SNAPSHOT
 
-    def _load(self, levels: List[Level], book: _Side, cache: Dict[str, Any], neg: bool) -> None:
-        """Snapshot levels into an empty side (the key list is rebuilt afterwards)."""
-        for price, qty in levels:
-            key = cache.get(price)
-            if key is None:
-                key = self._new_key(price, cache, neg)
-            if qty.strip("0."):
-                book[key] = (price, qty, None)
-            else:
-                book.pop(key, None)
-
-    def _update(
-        self, levels: List[Level], book: _Side, keys: List[Any], cache: Dict[str, Any], neg: bool
-    ) -> None:
-        """Apply level changes to one side, keeping its sorted key list."""
-        for price, qty in levels:
-            key = cache.get(price)
-            if key is None:
-                key = self._new_key(price, cache, neg)
-            if qty.strip("0."):
-                if key not in book:
-                    insort(keys, key)
-                book[key] = (price, qty, None)
-            elif book.pop(key, None) is not None:
-                del keys[bisect_left(keys, key)]
-
-    def _new_key(self, price: str, cache: Dict[str, Any], neg: bool) -> Any:
-        """The ordering key of a price not in ``cache`` (negated for asks); caches it."""
+    def _key(self, price: str) -> Any:
+        """The (unsigned) ordering key of ``price``; may switch the book to exact keys."""
         if not self._exact and len(price) > _SHORT and _too_precise(price):
-            self._go_exact()
-        key: Any = Decimal(price) if self._exact else float(price)
-        if neg:
-            key = -key
-        if len(cache) >= _CACHE_MAX:
-            cache.clear()
-        cache[price] = key
-        return key
-
-    def _go_exact(self) -> None:
-        """Re-key both sides with Decimal keys (a price needs more than 15 digits)."""
-        self._exact = True
-        for book, keys, cache, neg in (
-            (self._bids, self._bid_keys, self._bid_cache, False),
-            (self._asks, self._ask_keys, self._ask_cache, True),
-        ):
-            cache.clear()
-            entries = list(book.values())
-            book.clear()
-            for entry in entries:
-                key = Decimal(entry[0])
-                book[-key if neg else key] = entry
-            keys[:] = sorted(book)
+            self._exact = True
+            self._bids.rekey()
+            self._asks.rekey()
+        return Decimal(price) if self._exact else float(price)
 
     def _is_crossed(self) -> bool:
-        bid_keys = self._bid_keys
-        ask_keys = self._ask_keys
+        bid_keys = self._bids.keys
+        ask_keys = self._asks.keys
         return bool(bid_keys and ask_keys and bid_keys[-1] >= -ask_keys[-1])
 
     # -- reads -------------------------------------------------------------------------------
@@ -298,31 +242,25 @@ class BookState:
         """The best ``n`` levels per side: bids high->low, asks low->high, as Decimals."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        return (
-            _best(self._bids, self._bid_keys, n),
-            _best(self._asks, self._ask_keys, n),
-        )
+        return self._bids.best(n), self._asks.best(n)
 
     def best_bid(self) -> Optional[PriceQty]:
         """The highest bid ``(price, quantity)``, or None when there are no bids."""
-        best = _best(self._bids, self._bid_keys, 1)
+        best = self._bids.best(1)
         return best[0] if best else None
 
     def best_ask(self) -> Optional[PriceQty]:
         """The lowest ask ``(price, quantity)``, or None when there are no asks."""
-        best = _best(self._asks, self._ask_keys, 1)
+        best = self._asks.best(1)
         return best[0] if best else None
 
     def levels(self) -> Tuple[Dict[str, str], Dict[str, str]]:
         """A full copy ``(bids, asks)``: ``{price: quantity}`` with the strings as last received."""
-        return (
-            {entry[0]: entry[1] for entry in self._bids.values()},
-            {entry[0]: entry[1] for entry in self._asks.values()},
-        )
+        return self._bids.levels(), self._asks.levels()
 
     def depth(self) -> Tuple[int, int]:
         """The number of ``(bid, ask)`` levels."""
-        return len(self._bid_keys), len(self._ask_keys)
+        return len(self._bids.keys), len(self._asks.keys)
 
     @property
     def exact_keys(self) -> bool:
@@ -349,15 +287,117 @@ class BookState:
         )
 
 
-def _best(book: _Side, keys: List[Any], n: int) -> List[PriceQty]:
-    """The ``n`` best levels as Decimals, built once per entry and kept in it."""
-    out: List[PriceQty] = []
-    append = out.append
-    for key in keys[: -n - 1 : -1]:
-        entry = book[key]
-        pair = entry[2]
-        if pair is None:
-            pair = (Decimal(entry[0]), Decimal(entry[1]))
-            book[key] = (entry[0], entry[1], pair)
-        append(pair)
-    return out
+class _BookSide:
+    """One side's levels: entries by price string and by key, keys sorted (best last)."""
+
+    __slots__ = ("_book", "by_key", "by_str", "keys", "neg")
+
+    def __init__(self, book: BookState, neg: bool) -> None:
+        self._book = book
+        self.neg = neg  # asks: keys are -price, so the best (lowest) ask sorts last
+        self.by_str: Dict[str, _Entry] = {}
+        self.by_key: Dict[Any, _Entry] = {}
+        self.keys: List[Any] = []
+
+    def update(self, levels: List[Level]) -> None:
+        """Apply level changes (the hot path: a known price string changing quantity)."""
+        by_str = self.by_str
+        for price, qty in levels:
+            entry = by_str.get(price)
+            if qty.strip("0."):
+                if entry is not None:
+                    entry[1] = qty  # _QTY
+                    entry[2] = None  # _PAIR
+                else:
+                    self._set(price, qty, True)
+            elif entry is not None:
+                del by_str[price]
+                key = entry[3]  # _KEY
+                del self.by_key[key]
+                keys = self.keys
+                del keys[bisect_left(keys, key)]
+            else:
+                self._remove_other_spelling(price)
+
+    def _key(self, price: str) -> Any:
+        key = self._book._key(price)
+        return -key if self.neg else key
+
+    def _set(self, price: str, qty: str, sort: bool) -> None:
+        """A price string not seen on this side: a new level, or a new spelling of one."""
+        key = self._key(price)
+        entry = self.by_key.get(key)
+        if entry is not None:  # same value, another spelling: keep the latest spelling
+            del self.by_str[entry[_PRICE]]
+            entry[_PRICE] = price
+            entry[_QTY] = qty
+            entry[_PAIR] = None
+            entry[_PRICE_DEC] = None
+        else:
+            entry = [price, qty, None, key, None]
+            self.by_key[key] = entry
+            if sort:
+                insort(self.keys, key)
+        self.by_str[price] = entry
+
+    def _remove_other_spelling(self, price: str) -> None:
+        """Quantity 0 for a price string not seen: remove the level if it exists at all."""
+        key = self._key(price)
+        entry = self.by_key.pop(key, None)
+        if entry is not None:
+            del self.by_str[entry[_PRICE]]
+            keys = self.keys
+            del keys[bisect_left(keys, key)]
+
+    def load(self, levels: List[Level]) -> None:
+        """Replace everything with a snapshot's levels."""
+        self.by_str.clear()
+        self.by_key.clear()
+        self.keys.clear()
+        for price, qty in levels:
+            if qty.strip("0."):
+                entry = self.by_str.get(price)
+                if entry is not None:
+                    entry[_QTY] = qty
+                    entry[_PAIR] = None
+                else:
+                    self._set(price, qty, False)
+            else:
+                entry = self.by_str.pop(price, None)
+                if entry is not None:
+                    del self.by_key[entry[_KEY]]
+                else:
+                    key = self._key(price)
+                    entry = self.by_key.pop(key, None)
+                    if entry is not None:
+                        del self.by_str[entry[_PRICE]]
+        self.keys[:] = sorted(self.by_key)
+
+    def rekey(self) -> None:
+        """Recompute every key (the book switched to exact Decimal keys), in place."""
+        entries = list(self.by_key.values())
+        self.by_key.clear()
+        for entry in entries:
+            key = Decimal(entry[_PRICE])
+            entry[_KEY] = key = -key if self.neg else key
+            self.by_key[key] = entry
+        self.keys[:] = sorted(self.by_key)
+
+    def best(self, n: int) -> List[PriceQty]:
+        """The ``n`` best levels as Decimals, built once per change of a level."""
+        by_key = self.by_key
+        out: List[PriceQty] = []
+        append = out.append
+        for key in self.keys[: -n - 1 : -1]:
+            entry = by_key[key]
+            pair = entry[2]  # _PAIR
+            if pair is None:
+                price = entry[4]  # _PRICE_DEC: kept while only the quantity changes
+                if price is None:
+                    price = entry[4] = Decimal(entry[0])
+                pair = entry[2] = (price, Decimal(entry[1]))
+            append(pair)
+        return out
+
+    def levels(self) -> Dict[str, str]:
+        return {price: entry[_QTY] for price, entry in self.by_str.items()}
