@@ -336,7 +336,7 @@ def table(rows: List[Row]) -> List[str]:
             out.append(
                 _cells(
                     f"***memory over {r['secs']:.0f} s***, {r['topics']} topics, "
-                    f"{r['rate']:,} msgs/s, {r['n']:,} msgs: after the first quarter -> end",
+                    f"{r['rate']:,} msgs/s, {r['n']:,} msgs: from 40% of the run to its end",
                     f"RSS {r['rss_q1']:.1f} -> {r['rss_end']:.1f} MiB",
                     f"{r['rss_growth_mb']:+.2f} MiB",
                     f"gc objects {r['objects_q1']:,} -> {r['objects_end']:,}",
