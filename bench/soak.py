@@ -316,7 +316,7 @@ class _Soak:
         if kind == "drop":
             self.result.sockets_dropped += sb.drop_all()
         elif kind == "silence":
-            sb.go_silent(self.rng.uniform(self.cfg.stale_after * 1.6, self.cfg.stale_after * 3.0))
+            sb.go_silent(self.rng.uniform(self.cfg.stale_after * 2.0, self.cfg.stale_after * 3.5))
         elif kind in ("gap", "crossed"):
             book = books[symbol]
             pending = {c.symbol for c in self.checks if c.kind in ("gap", "crossed")}
