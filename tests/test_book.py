@@ -200,9 +200,11 @@ def test_quantity_zero_removes_and_absent_removal_is_harmless() -> None:
 def test_same_value_different_spelling_is_one_level() -> None:
     book = BookState("X")
     book.apply(snap(1, [("85000.1", "1")], [("85000.2", "1")]))
+    assert str(book.top()[0][0][0]) == "85000.1"
     book.apply(upd(2, 2, [("85000.10", "3")], [("85000.200", "0")]))
     assert book.levels() == ({"85000.10": "3"}, {})
     assert book.top() == ([(D("85000.10"), D("3"))], [])
+    assert str(book.top()[0][0][0]) == "85000.10"  # the Decimal follows the latest spelling
 
 
 def test_spellings_inside_one_snapshot() -> None:
