@@ -98,12 +98,12 @@ class OrderBook:
     def top(self, n: int = 10) -> Tuple[List[PriceQty], List[PriceQty]]:
         """The best ``n`` levels ``(bids high->low, asks low->high)`` of ``(Decimal, Decimal)``.
 
-        Check :attr:`synced` (or read it via :meth:`snapshot`) before trusting the levels.
+        Check :attr:`synced` (or read both at once with :meth:`view`) before trusting the levels.
         """
         with self._lock:
             return self._state.top(n)
 
-    def snapshot(self, n: int = 10) -> Dict[str, Any]:
+    def view(self, n: int = 10) -> Dict[str, Any]:
         """One consistent read: ``{"version", "synced", "verified", "bids", "asks"}``, top ``n``."""
         with self._lock:
             state = self._state

@@ -94,7 +94,7 @@ def test_reads_after_snapshot_and_update(book: OrderBook) -> None:
     assert book.best_bid() == (D("100.5"), D("3")) and book.best_ask() == (D("102"), D("4"))
     assert book.top(2) == ([(D("100.5"), D("3")), (D("100"), D("1"))], [(D("102"), D("4"))])
     assert book.levels() == ({"100.5": "3", "100": "1", "99": "2"}, {"102": "4"})
-    view = book.snapshot(1)
+    view = book.view(1)
     assert view == {
         "version": 11,
         "synced": True,
@@ -316,7 +316,7 @@ def test_concurrent_readers_never_see_half_an_update(threads: Threads) -> None:
             bids, asks = book.top(1000)
             version = book.version or 0
         else:
-            view = book.snapshot(1000)
+            view = book.view(1000)
             bids, asks, version = view["bids"], view["asks"], view["version"]
             if not view["synced"]:
                 errors.append("unsynced view")
@@ -351,7 +351,7 @@ def test_concurrent_readers_never_see_half_an_update(threads: Threads) -> None:
             done.set()
 
     threads.start(lambda: reader(0), "reader-top")
-    threads.start(lambda: reader(1), "reader-snapshot")
+    threads.start(lambda: reader(1), "reader-view")
     wait_until(lambda: reads[0] > 0 and reads[1] > 0, timeout=10)
     threads.start(writer, "writer")
     assert done.wait(30)
