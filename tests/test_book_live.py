@@ -208,3 +208,21 @@ def test_malformed_depth_payload_resyncs_the_book(sandbox: Sandbox) -> None:
         assert book.wait_synced(5)
         assert_equals_truth(sandbox, book)
     assert any("market.depth.BTCUSDT" in str(e) for e in errors.snapshot())
+
+
+def test_depth_payload_for_another_symbol_is_rejected(sandbox: Sandbox) -> None:
+    errors = Recorder()
+    with StreamManager(sandbox.ws_url, on_error=errors, **FAST) as streams:
+        book = streams.order_book("BTCUSDT")
+        assert book.wait_synced(5)
+        sandbox.pause_market()
+        version = book.version
+        assert version is not None
+        sandbox.send_malformed(
+            '{"topic":"market.depth.BTCUSDT","event":"data","ts":1,"data":{"symbol":"ETHUSDT",'
+            f'"type":"update","startVersion":{version + 1},"endVersion":{version + 1},'
+            '"bids":[["1","1"]],"asks":[]}}'
+        )
+        wait_until(lambda: any("ETHUSDT" in str(e) for e in errors.snapshot()))
+        assert book.wait_synced(5)
+        assert_equals_truth(sandbox, book)
