@@ -83,7 +83,7 @@ class SoakConfig:
     stale_after: float = 1.0
     listen_key_renew_interval: float = 1.0
     memory: bool = True
-    memory_budget: int = 1024 * 1024
+    memory_budget: int = 256 * 1024
     settle_timeout: float = 20.0
 
 
@@ -392,32 +392,28 @@ class _Soak:
         sixmm_logger.addHandler(tail)
         sixmm_logger.setLevel(logging.INFO)
         sixmm_logger.propagate = False  # records must not be kept by outside handlers
+        import sixmm.keepalive
+        import sixmm.supervisor  # noqa: F401  (imported lazily by the manager: not a leak)
+
+        gc.collect()
+        tracing = cfg.memory and not tracemalloc.is_tracing()
+        final: Dict[str, Any] = {}
         try:
             with Sandbox(port=0, seed=cfg.seed, user_event_interval=0.2, replay_on_connect=5) as sb:
-                self._run_with(sb)
+                if tracing:
+                    tracemalloc.start(1)
+                final = self._run_with(sb)
+            del sb
         finally:
             sixmm_logger.removeHandler(tail)
             sixmm_logger.setLevel(saved[0])
             sixmm_logger.propagate = saved[1]
             res.log_tail = list(tail.lines)
-        res.problems.extend(self.tracker.problems)
-        return res
-
-    def _run_with(self, sb: Sandbox) -> None:
-        cfg, res, tr = self.cfg, self.result, self.tracker
-        import sixmm.keepalive
-        import sixmm.supervisor  # noqa: F401  (imported lazily by the manager: not a leak)
-
-        gc.collect()
-        threads_before = threading.active_count()
-        tracing = cfg.memory and not tracemalloc.is_tracing()
-        if tracing:
-            tracemalloc.start(1)
-        try:
-            final = self._streams(sb)
-        finally:
-            gc.collect()
             if tracing:
+                # Measured once the sandbox is gone too: blocks freed by sixmm and reused
+                # from the interpreter's free lists by the (in-process) sandbox keep their
+                # first owner's file name in tracemalloc.
+                gc.collect()
                 snap = tracemalloc.take_snapshot()
                 tracemalloc.stop()
                 snap = snap.filter_traces(
@@ -428,6 +424,21 @@ class _Soak:
                 )
                 res.memory_retained = sum(s.size for s in snap.statistics("filename"))
                 res.memory_top = [str(s) for s in snap.statistics("lineno")[:10]]
+        if res.memory_retained is not None and res.memory_retained > cfg.memory_budget:
+            self.tracker.problem(
+                f"sixmm still holds {res.memory_retained} bytes after stop() "
+                f"(budget {cfg.memory_budget})"
+            )
+        self._account(final)
+        res.problems.extend(self.tracker.problems)
+        return res
+
+    def _run_with(self, sb: Sandbox) -> Dict[str, Any]:
+        """Run the manager against ``sb``; check the threads; return the final stats."""
+        res, tr = self.result, self.tracker
+        gc.collect()
+        threads_before = threading.active_count()
+        final = self._streams(sb)
         deadline = time.monotonic() + 5.0
         while threading.active_count() > threads_before and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -435,12 +446,7 @@ class _Soak:
         if res.thread_delta > 0:
             names = sorted(t.name for t in threading.enumerate())
             tr.problem(f"threads left after stop(): {names}")
-        if res.memory_retained is not None and res.memory_retained > cfg.memory_budget:
-            tr.problem(
-                f"sixmm still holds {res.memory_retained} bytes after stop() "
-                f"(budget {cfg.memory_budget})"
-            )
-        self._account(final)
+        return final
 
     def _streams(self, sb: Sandbox) -> Dict[str, Any]:
         """Run the manager; return its final stats as plain JSON data (nothing of sixmm's)."""
