@@ -77,7 +77,7 @@ def run(url: str, symbol: str, seconds: Optional[float]) -> None:
             with lock:
                 ticker = latest.get(symbol)
             last = ticker.last_price if ticker is not None else "-"
-            view = book.snapshot(1)  # one consistent read of the live book (thread-safe)
+            view = book.view(1)  # one consistent read of the live book (thread-safe)
             bids, asks = view["bids"], view["asks"]
             synced = view["synced"] and bids and asks
             quote = f"{bids[0][0]} / {asks[0][0]}" if synced else "book not synced"

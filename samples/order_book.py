@@ -24,7 +24,7 @@ CLEAR = "\033[H\033[J"  # cursor home + clear screen (only when printing to a te
 
 
 def render(book: sixmm.OrderBook, depth: int, state: sixmm.StreamState, why: str) -> str:
-    view = book.snapshot(depth)  # one consistent read: version, synced, bids, asks
+    view = book.view(depth)  # one consistent read: version, synced, bids, asks
     header = f"{book.symbol}  version {view['version']}  {state.value}"
     if state is not sixmm.StreamState.CONNECTED:
         return f"{header} ({why}): book hidden until it is synced again\n"

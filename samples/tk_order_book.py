@@ -55,7 +55,7 @@ class BookWindow:
 
     def on_book(self, book: sixmm.OrderBook) -> None:
         self.book = book
-        view = book.snapshot(self.depth)  # one consistent read
+        view = book.view(self.depth)  # one consistent read
         colour = (GREEN, RED) if view["synced"] else (GREY, GREY)
         bids = [f"{'size':>10} {'bid':>12}"] + [f"{q:>10} {p:>12}" for p, q in view["bids"]]
         asks = [f"{'ask':<12} {'size':>10}"] + [f"{p:<12} {q:>10}" for p, q in view["asks"]]

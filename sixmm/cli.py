@@ -168,9 +168,10 @@ def _fmt(value: Decimal) -> str:
 
 
 def _book_lines(book: OrderBook, depth: int) -> List[str]:
-    bids, asks = book.top(depth)
-    status = "synced" if book.synced else "NOT SYNCED (resyncing: do not trade on this)"
-    lines = [f"{book.symbol}  version {book.version}  {status}", ""]
+    view = book.view(depth)  # one consistent read
+    bids, asks = view["bids"], view["asks"]
+    status = "synced" if view["synced"] else "NOT SYNCED (resyncing: do not trade on this)"
+    lines = [f"{book.symbol}  version {view['version']}  {status}", ""]
     lines.append(f"{'bid size':>14} {'bid':>14} | {'ask':<14} {'ask size':<14}")
     for i in range(depth):
         bid = f"{_fmt(bids[i][1]):>14} {_fmt(bids[i][0]):>14}" if i < len(bids) else " " * 29
