@@ -94,6 +94,27 @@ def _stream(port: int, topics: int, rate: int, secs: float, on_done: Any = None)
     return out
 
 
+def bare_cpu(port: int, rate: int, secs: float) -> Dict[str, float]:
+    """CPU of websocket-client's bare ``recv()`` loop on the same paced stream (1 topic)."""
+    import websocket
+
+    n = max(2, int(rate * secs))
+    ws = websocket.create_connection(
+        url_for(port, kind="trade", n=n, rate=rate, topics=1), skip_utf8_validation=True
+    )
+    try:
+        ws.send(json.dumps({"id": "1", "op": "subscribe", "args": [trade_topic_of(0, 1)]}))
+        ws.recv()  # the ack
+        ws.recv()
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(n - 1):
+            ws.recv()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        ws.close()
+    return {"bare_cpu_pct": 100 * cpu / wall, "bare_cpu_us": cpu / (n - 1) * 1e6}
+
+
 def topics_mode(port: int, topics: int, rate: int, secs: float) -> Dict[str, Any]:
     import websocket  # noqa: F401
 
@@ -103,6 +124,8 @@ def topics_mode(port: int, topics: int, rate: int, secs: float) -> Dict[str, Any
     base = rss_mb()
     out: Dict[str, Any] = {"bench": "memory", "topics": topics, "rate": rate, "rss_base": base}
     out.update(_stream(port, topics, rate, secs))
+    if topics == 1:
+        out.update(bare_cpu(port, rate, secs))
     tracemalloc.start()
 
     def traced() -> Dict[str, float]:

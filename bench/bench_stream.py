@@ -21,13 +21,14 @@ stdlib fallback exactly as it does where the ``fast`` extra is not installed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -125,6 +126,36 @@ def bare_loop(port: int, kind: str, n: int) -> Rates:
         return Rates((n - warm) / (t1 - t0), (n - warm) / max(c1 - c0, 1e-9))
     finally:
         ws.close()
+
+
+# -- the common peer pattern: WebSocketApp + json.loads ------------------------------------
+
+
+def peer_app(port: int, kind: str, n: int) -> Rates:
+    """What many exchange SDKs do: websocket-client's ``WebSocketApp`` (callback layer, its
+    own thread-less ``run_forever``), ``json.loads`` of each message, a user callback with the
+    dict. Trades only (no book)."""
+    import websocket
+
+    topic = f"market.{kind}.{SYMBOL}"
+    warm = int(n * WARM)
+    counter = Counter(n + 1, warm + 1)  # the ack is the first message
+    loads = json.loads
+
+    def on_open(app: Any) -> None:
+        app.send(_subscribe_text(topic))
+
+    def on_message(app: Any, message: str) -> None:
+        counter(loads(message))
+        if counter.done.is_set():
+            app.close()
+
+    app = websocket.WebSocketApp(url_for(port, kind=kind, n=n), on_open=on_open)
+    app.on_message = on_message
+    app.run_forever(skip_utf8_validation=True)
+    if not counter.done.is_set():
+        raise RuntimeError(f"only {counter.count} of {n + 1} messages")
+    return counter.rates()
 
 
 # -- sixmm through the public API ----------------------------------------------------------
@@ -253,18 +284,24 @@ def run_once(
         before = bare_loop(port, kind, n)
         emit(dict(base, figure="raw", rate=raw, ratio=raw / before.wall))
         emit(dict(base, figure="bare", rate=before.wall, cpu_rate=before.cpu, ratio=1.0))
-        for name in DISPATCHERS:
+        figures: List[Tuple[str, Callable[[], Rates]]] = [
+            (f"sixmm-{name}", functools.partial(sixmm_stream, port, kind, n, name))
+            for name in DISPATCHERS
+        ]
+        if kind == "trade":
+            figures.append(("peer-app", functools.partial(peer_app, port, kind, n)))
+        for figure, measure in figures:
             try:
-                got = sixmm_stream(port, kind, n, name)
+                got = measure()
             except Exception as exc:  # report, keep going: a missing figure is visible
-                emit(dict(base, figure=f"sixmm-{name}", error=f"{type(exc).__name__}: {exc}"))
+                emit(dict(base, figure=figure, error=f"{type(exc).__name__}: {exc}"))
                 continue
             after = bare_loop(port, kind, n)
             emit(dict(base, figure="bare", rate=after.wall, cpu_rate=after.cpu, ratio=1.0))
             emit(
                 dict(
                     base,
-                    figure=f"sixmm-{name}",
+                    figure=figure,
                     rate=got.wall,
                     cpu_rate=got.cpu,
                     ratio=got.wall / ((before.wall + after.wall) / 2),

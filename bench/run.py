@@ -202,6 +202,7 @@ _STREAM_NAMES = {
     "sixmm-inline": "sixmm, inline dispatcher",
     "sixmm-worker": "sixmm, worker dispatcher",
     "sixmm-queue": "sixmm, queue + drain thread",
+    "peer-app": "peer pattern: `WebSocketApp` + `json.loads` + callback",
 }
 _TARGETS = {
     ("trade", "sixmm-inline", "json"): 0.8,
@@ -247,9 +248,13 @@ def table(rows: List[Row]) -> List[str]:
                     "" if cpu is None else f"({_num(cpu)} msgs/CPU-s)",
                 )
             )
-        for figure in ("sixmm-inline", "sixmm-worker", "sixmm-queue"):
+        for figure in ("sixmm-inline", "sixmm-worker", "sixmm-queue", "peer-app"):
             for backend in ("json", "orjson"):
                 vals = [r for r in sel if r["figure"] == figure and r["backend"] == backend]
+                if figure == "peer-app":  # independent of sixmm's backend: one row
+                    if backend == "orjson":
+                        continue
+                    vals = [r for r in sel if r["figure"] == figure]
                 if not vals:
                     continue
                 ratio = _median([r["ratio"] for r in vals])
@@ -258,9 +263,12 @@ def table(rows: List[Row]) -> List[str]:
                 if target is not None and ratio is not None:
                     verdict = f"≥ {target}x {'✅' if ratio >= target else '❌'}"
                 json_name = "stdlib json" if backend == "json" else "orjson"
+                label = _STREAM_NAMES[figure]
+                if figure != "peer-app":
+                    label += f", {json_name}"
                 out.append(
                     _cells(
-                        f"{_STREAM_NAMES[figure]}, {json_name}",
+                        label,
                         _num(_median([r["rate"] for r in vals])),
                         _x(ratio),
                         _x(_median([r["cpu_ratio"] for r in vals])),
@@ -328,6 +336,18 @@ def table(rows: List[Row]) -> List[str]:
                     f"{topics} topic(s), {conns} connection(s)",
                     f"{_num(rss)} (+{grow:.1f})",
                     _num(_median([r["traced_kb"] for r in vals])),
+                    f"{cpu:.0f}% ({cpu_us:.1f})",
+                )
+            )
+        bare = [r for r in mem if "bare_cpu_pct" in r]
+        if bare:
+            cpu = _median([r["bare_cpu_pct"] for r in bare]) or 0.0
+            cpu_us = _median([r["bare_cpu_us"] for r in bare]) or 0.0
+            out.append(
+                _cells(
+                    "bare websocket-client loop, same stream, 1 topic",
+                    "",
+                    "",
                     f"{cpu:.0f}% ({cpu_us:.1f})",
                 )
             )
