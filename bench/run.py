@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from bench.sender import SenderProcess  # noqa: E402
 
 Row = Dict[str, Any]
-SECTIONS = ("stream", "book", "latency", "memory", "flat")
+SECTIONS = ("stream", "book", "dispatch", "latency", "memory", "flat")
 
 
 def _loadavg() -> str:
@@ -115,6 +115,12 @@ def run_all(args: argparse.Namespace, log: Callable[[str], None]) -> List[Row]:
                 rows += book_rows(frames=2_000 if quick else 10_000, runs=runs)
             except Exception as exc:  # e.g. a book bug: report it, go on
                 rows.append({"bench": "book", "error": f"{type(exc).__name__}: {exc}"})
+        if "dispatch" in only:
+            log("dispatch paths (bench_dispatch)")
+            try:
+                rows += dispatch_rows(n=20_000 if quick else 100_000, runs=runs)
+            except Exception as exc:
+                rows.append({"bench": "dispatch", "error": f"{type(exc).__name__}: {exc}"})
         if "latency" in only:
             lsecs = "0.5" if quick else str(args.latency_secs)
             for run in range(runs):
@@ -177,6 +183,22 @@ def book_rows(frames: int, runs: int) -> List[Row]:
         {"bench": "book", "figure": "live top10 us", "value": r["live top10 us"]},
         {"bench": "book", "figure": "parse us", "value": r["parse us/frame"]},
     ]
+
+
+def dispatch_rows(n: int, runs: int) -> List[Row]:
+    """Cost per message of the dispatch paths, in-process (bench/bench_dispatch.py)."""
+    from bench import bench_dispatch as bd
+
+    out: List[Row] = []
+    for name, fn in (
+        ("direct call (baseline)", bd.direct),
+        ("InlineDispatcher.submit", bd.inline_submit),
+        ("WorkerDispatcher end to end (2 threads)", bd.worker_end_to_end),
+        ("QueueDispatcher submit + drain every 100", bd.queue_submit_drain),
+    ):
+        median, _best = bd.measure_ns(fn, n, runs)
+        out.append({"bench": "dispatch", "figure": name, "value": median / 1e3})
+    return out
 
 
 # -- the table -----------------------------------------------------------------------------
@@ -289,6 +311,11 @@ def table(rows: List[Row]) -> List[str]:
         for r in book:
             label, unit = names[r["figure"]]
             out.append(_cells(label, _num(r["value"], unit)))
+    disp = [r for r in rows if r.get("bench") == "dispatch" and "value" in r]
+    if disp:
+        out.append(_cells("***dispatch, per message*** (bench_dispatch.py, no I/O)"))
+        for r in disp:
+            out.append(_cells(r["figure"], f"{r['value']:.2f} µs"))
     lat = [r for r in rows if r.get("bench") == "latency" and "p50" in r]
     for rate in sorted({r["rate"] for r in lat}):
         out.append(
