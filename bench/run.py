@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from bench.sender import SenderProcess  # noqa: E402
 
 Row = Dict[str, Any]
-SECTIONS = ("stream", "book", "dispatch", "latency", "memory", "flat")
+SECTIONS = ("stream", "parse", "book", "dispatch", "latency", "memory", "flat")
 
 
 def _loadavg() -> str:
@@ -109,6 +109,9 @@ def run_all(args: argparse.Namespace, log: Callable[[str], None]) -> List[Row]:
                         ["--port", port, "--json", backend, "--first-run", str(run), *sizes],
                         timeout=600,
                     )
+        if "parse" in only:
+            log("parse costs")
+            rows += parse_rows(number=20_000 if quick else 100_000, runs=runs)
         if "book" in only:
             log("order book (bench_book)")
             try:
@@ -168,6 +171,45 @@ def run_all(args: argparse.Namespace, log: Callable[[str], None]) -> List[Row]:
                 timeout=fsecs * 3 + 120,
             )
     return rows
+
+
+def parse_rows(number: int, runs: int) -> List[Row]:
+    """µs per frame to parse the sender's own trade and depth payloads: stdlib ``json.loads``
+    (of the text, as websocket-client hands it over), ``orjson.loads`` (of the bytes, as
+    sixmm's reader hands it over), and sixmm's whole ``decode`` (frame -> ``Push``)."""
+    import json as stdlib_json
+    import timeit
+
+    from bench.sender import TRADE_TOPIC, stream_bytes, trade_payload
+    from sixmm.protocol.frames import decode
+
+    depth = stream_bytes("depth", 2, 5000)
+    depth = depth[depth.rindex(b'{"topic"') :]  # the last update frame's payload
+    samples = {"trade": trade_payload(TRADE_TOPIC, 1_234_567), "depth": depth}
+    parsers: List[Tuple[str, Callable[[bytes], Any]]] = [
+        ("stdlib json.loads", lambda b: stdlib_json.loads(b.decode())),
+        ("sixmm decode()", decode),
+    ]
+    try:
+        import orjson
+
+        parsers.insert(1, ("orjson.loads", orjson.loads))
+    except ImportError:
+        pass
+    out: List[Row] = []
+    for kind, payload in samples.items():
+        for name, fn in parsers:
+            best = min(
+                timeit.repeat(lambda: fn(payload), number=number, repeat=max(3, runs))  # noqa: B023
+            )
+            out.append(
+                {
+                    "bench": "parse",
+                    "figure": f"{kind} ({len(payload)} B): {name}",
+                    "value": best / number * 1e6,
+                }
+            )
+    return out
 
 
 def book_rows(frames: int, runs: int) -> List[Row]:
@@ -297,6 +339,11 @@ def table(rows: List[Row]) -> List[str]:
                         verdict,
                     )
                 )
+    parse = [r for r in rows if r.get("bench") == "parse"]
+    if parse:
+        out.append(_cells("***parse cost per frame*** (best of the runs, no I/O)"))
+        for r in parse:
+            out.append(_cells(r["figure"], f"{r['value']:.2f} µs"))
     book = [r for r in rows if r.get("bench") == "book" and "value" in r]
     if book:
         out.append(_cells("***order book, 5,000 levels per side*** (bench_book.py)"))
