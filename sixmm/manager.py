@@ -470,7 +470,7 @@ class StreamManager:
                 del self._routes[route.topic]
         session = route.session
         if isinstance(session, PublicSession):
-            session.remove(route)
+            session.remove(route, unsubscribe=False)  # refused: nothing to unsubscribe
 
     def _connections(self) -> List[Connection]:
         with self._lock:

@@ -120,8 +120,9 @@ class PublicSession(Session):
         if is_open and self._conn is not None:
             self._send(self._conn, "subscribe", [route.topic])
 
-    def remove(self, route: Route) -> None:
-        """Stop desiring ``route.topic``; unsubscribe now if the socket is open."""
+    def remove(self, route: Route, *, unsubscribe: bool = True) -> None:
+        """Stop desiring ``route.topic``; unsubscribe now if the socket is open (and the
+        server had accepted it)."""
         with self._lock:
             if self._routes.get(route.topic) is not route:
                 return
@@ -131,7 +132,7 @@ class PublicSession(Session):
             self._late[route.topic] = self._clock() + _LATE_GRACE
             route.session = None
             is_open = self._open
-        if is_open and self._conn is not None:
+        if unsubscribe and is_open and self._conn is not None:
             self._send(self._conn, "unsubscribe", [route.topic])
 
     def resync(self, route: Route, reason: str) -> None:

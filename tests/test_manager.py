@@ -170,6 +170,7 @@ def test_failed_subscribe_raises_and_is_not_retried(sandbox: Sandbox) -> None:
         assert info.value.topic == "market.trade.SOLUSDT"
         assert "not allowed" in str(info.value)
         wait_until(lambda: any(isinstance(e, SubscriptionError) for e in errors.snapshot()))
+        assert not [o for o in sandbox.ops if o["op"] == "unsubscribe"]
         sandbox.drop_all()
         wait_until(lambda: len([o for o in sandbox.ops if o["op"] == "subscribe"]) >= 3)
         last = [o for o in sandbox.ops if o["op"] == "subscribe"][-1]
