@@ -27,7 +27,8 @@ from .connection import Connection
 from .dispatch import Dispatcher, InlineDispatcher, Invoker
 from .orderbook import OrderBook
 from .private import UserSession
-from .protocol.frames import RequestIds
+from .protocol.events import Event
+from .protocol.frames import RequestIds, decode
 from .protocol.topics import (
     TICKERS_TOPIC,
     depth_topic,
@@ -121,7 +122,13 @@ class StreamManager:
             "ca_certs": ca_certs,
             "max_frame_bytes": max_frame_bytes,
         }
-        self._decode_opts = {"max_bytes": max_frame_bytes, "max_depth": max_json_depth}
+        limits = (max_frame_bytes, max_json_depth)
+        # a plain call is ~0.2 us cheaper per message than one with keyword arguments
+        self._decode: Callable[[bytes], Event] = (
+            decode
+            if limits == (DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_JSON_DEPTH)
+            else functools.partial(decode, max_bytes=max_frame_bytes, max_depth=max_json_depth)
+        )
         self._ids = RequestIds()
         self._lock = threading.RLock()
         self._routes: Dict[str, Route] = {}
@@ -388,7 +395,7 @@ class StreamManager:
             report=functools.partial(self._dispatcher.report, name),
             on_gap=self._emit_gap,
             on_failed=self._route_failed,
-            decode_opts=self._decode_opts,
+            decode=self._decode,
             ack_timeout=self._ack_timeout,
         )
         conn = Connection(
@@ -430,7 +437,7 @@ class StreamManager:
             dispatcher=self._dispatcher,
             report=functools.partial(self._dispatcher.report, "user"),
             on_gap=self._emit_gap,
-            decode_opts=self._decode_opts,
+            decode=self._decode,
             auth_timeout=self._ack_timeout,
         )
         conn = Connection(

@@ -22,7 +22,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from .connection import Connection, Session
 from .dispatch import Dispatcher
 from .errors import AuthError, ConnectionLost, ProtocolError
-from .protocol.events import AuthResult, Malformed, Pong, PrivatePush
+from .protocol.events import AuthResult, Event, Malformed, Pong, PrivatePush
 from .protocol.frames import RequestIds, decode, encode_ping
 from .protocol.models import AccountUpdate, OrderUpdate, UserEvent, user_event
 from .states import GapEvent
@@ -61,7 +61,7 @@ class UserSession(Session):
         dispatcher: Dispatcher,
         report: Callable[[BaseException], None],
         on_gap: Callable[[str, GapEvent], None],
-        decode_opts: Dict[str, int],
+        decode: Callable[[bytes], Event] = decode,
         auth_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -74,7 +74,7 @@ class UserSession(Session):
         self._submit: Submit = dispatcher.submit
         self._report = report
         self._on_gap = on_gap
-        self._decode_opts = decode_opts
+        self._decode = decode
         self._auth_timeout = auth_timeout
         self._clock = clock
         self._lock = threading.Lock()
@@ -156,7 +156,7 @@ class UserSession(Session):
         return encode_ping(self._ids.next())
 
     def on_message(self, conn: Connection, payload: bytes) -> None:
-        event = decode(payload, **self._decode_opts)
+        event = self._decode(payload)
         cls = event.__class__
         if cls is PrivatePush:
             self._on_push(conn, event)  # type: ignore[arg-type]

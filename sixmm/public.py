@@ -22,7 +22,7 @@ from .dispatch import Dispatcher
 from .errors import ProtocolError, SubscriptionError
 from .protocol.book import Outcome
 from .protocol.depth import parse_depth
-from .protocol.events import Ack, Malformed, Pong, Push
+from .protocol.events import Ack, Event, Malformed, Pong, Push
 from .protocol.frames import RequestIds, decode, encode_ping, encode_subscribe, encode_unsubscribe
 from .protocol.models import DepthUpdate, convert
 from .states import GapEvent
@@ -66,7 +66,7 @@ class PublicSession(Session):
         report: Callable[[BaseException], None],
         on_gap: Callable[[str, GapEvent], None],
         on_failed: Callable[[Route], None],
-        decode_opts: Dict[str, int],
+        decode: Callable[[bytes], Event] = decode,
         ack_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -77,7 +77,7 @@ class PublicSession(Session):
         self._report_error = report
         self._on_gap = on_gap
         self._on_failed = on_failed
-        self._decode_opts = decode_opts
+        self._decode = decode
         self._ack_timeout = ack_timeout
         self._clock = clock
         self._lock = threading.Lock()
@@ -212,7 +212,7 @@ class PublicSession(Session):
         return encode_ping(self._ids.next())
 
     def on_message(self, conn: Connection, payload: bytes) -> None:
-        event = decode(payload, **self._decode_opts)
+        event = self._decode(payload)
         if event.__class__ is Push:
             push: Push = event
             route = self._routes.get(push.topic)

@@ -316,7 +316,6 @@ def test_any_frame_through_the_public_session_never_raises(frames: List[bytes]) 
         report=errors.append,
         on_gap=lambda lane, gap: None,
         on_failed=lambda route: None,
-        decode_opts={"max_bytes": DEFAULT_MAX_FRAME_BYTES, "max_depth": DEFAULT_MAX_JSON_DEPTH},
     )
     books = {}
     for topic in TOPICS[:-1]:
