@@ -116,6 +116,7 @@ class Transport:
         if ca_certs:
             sslopt["ca_certs"] = ca_certs
         header: List[str] = [f"{k}: {v}" for k, v in (headers or {}).items()]
+        failure = ""
         try:
             ws = websocket.create_connection(
                 url,
@@ -127,10 +128,13 @@ class Transport:
                 sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
             )
         except websocket.WebSocketBadStatusException as exc:
-            raise ConnectionLost(f"handshake refused: HTTP {exc.status_code}") from None
+            failure = f"handshake refused: HTTP {exc.status_code}"
         except (OSError, websocket.WebSocketException) as exc:
-            reason = _redact_query(str(exc), url)
-            raise ConnectionLost(f"connect failed: {type(exc).__name__}: {reason}") from None
+            failure = f"connect failed: {type(exc).__name__}: {_redact_query(str(exc), url)}"
+        if failure:
+            # raised outside the except block: the original error (whose text or traceback
+            # may carry the URL's listenKey/token) is not even kept as __context__
+            raise ConnectionLost(failure)
         return cls(ws, max_frame_bytes)
 
     def settimeout(self, timeout: Optional[float]) -> None:

@@ -349,7 +349,7 @@ def test_connection_refused_is_connection_lost_without_the_query() -> None:
     text = str(info.value)
     assert isinstance(info.value, ConnectionError)
     assert "signature" not in text and "timestamp=" not in text
-    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert info.value.__cause__ is None and info.value.__context__ is None
 
 
 def test_every_call_has_a_timeout() -> None:

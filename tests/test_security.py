@@ -446,3 +446,18 @@ def test_handshake_errors_quoting_the_url_do_not_leak_the_listen_key(
     assert "Invalid status line" in blob  # the echoing responses were seen and reported
     for key in keys:
         assert key not in blob
+
+
+def test_connection_errors_keep_no_original_exception_that_could_carry_secrets() -> None:
+    from sixmm import ConnectionLost, RestClient
+    from sixmm.transport import Transport
+
+    with pytest.raises(ConnectionLost) as info:
+        Transport.connect("ws://127.0.0.1:9/ws?listenKey=SECRETKEY", timeout=2)
+    assert info.value.__context__ is None and info.value.__cause__ is None
+    assert "SECRETKEY" not in str(info.value)
+    rest = RestClient(api_key="k", api_secret="s", base_url="http://127.0.0.1:9", timeout=2)
+    with rest, pytest.raises(ConnectionLost) as info2:
+        rest.request("GET", "/v1/private/order/current", params={"symbol": "BTCUSDT"})
+    assert info2.value.__context__ is None and info2.value.__cause__ is None
+    assert "signature" not in str(info2.value)

@@ -362,6 +362,7 @@ class RestClient:
         with self._lock:
             self._stats["http_requests"] += 1
         started = time.monotonic()
+        failure = ""
         try:
             response = self._session.request(
                 method,
@@ -373,16 +374,15 @@ class RestClient:
                 allow_redirects=False,
             )
         except requests.Timeout:
-            self._log(method, path, None, None, started, request_id)
-            raise ConnectionLost(
-                f"{method} {path}: timed out after {self._timeout}s (requestId={request_id})"
-            ) from None
+            failure = f"timed out after {self._timeout}s"
         except requests.RequestException as exc:
-            self._log(method, path, None, None, started, request_id)
             reason = _QUERY_IN_TEXT.sub("?…", _scrub(str(exc), secrets))
-            raise ConnectionLost(
-                f"{method} {path}: {type(exc).__name__}: {reason} (requestId={request_id})"
-            ) from None
+            failure = f"{type(exc).__name__}: {reason}"
+        if failure:
+            # raised outside the except block: the original exception (its text carries the
+            # signed URL) is not kept as __context__ either
+            self._log(method, path, None, None, started, request_id)
+            raise ConnectionLost(f"{method} {path}: {failure} (requestId={request_id})")
         try:
             return self._parse(method, path, response, request_id, secrets, started)
         finally:
