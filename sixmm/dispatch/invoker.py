@@ -83,23 +83,7 @@ class Invoker:
 
     def invoke(self, topic: str, callback: Callback, arg: Any) -> None:
         """Call ``callback(arg)``; never raises ``Exception``."""
-        st = self._topics.get(topic)
-        if st is None:
-            st = self._topic(topic)
-        t0 = perf_counter()
-        try:
-            callback(arg)
-        except Exception as exc:
-            self._raised(topic, st, exc, perf_counter() - t0)
-            return
-        dt = perf_counter() - t0
-        n = st.calls + 1
-        st.calls = n
-        st.ring[n & _MASK] = dt
-        if dt > st.max:
-            st.max = dt
-        if dt >= self._slow:
-            self._slow_call(topic, st, dt)
+        self.invoke_all(topic, (callback,), arg)
 
     def invoke_all(self, topic: str, callbacks: Sequence[Callback], arg: Any) -> None:
         """Call every callback of ``topic`` with ``arg``, in order; same semantics as
