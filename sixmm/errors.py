@@ -22,7 +22,10 @@ __all__ = [
 
 
 class SixMMError(Exception):
-    """Base class of every sixmm error."""
+    """Base class of every sixmm error.
+
+    Thread-safety: plain exception values; safe to pass between threads.
+    """
 
 
 class ApiError(SixMMError):
@@ -30,6 +33,8 @@ class ApiError(SixMMError):
 
     ``code`` is the exchange's business code (``None`` when the body carried none),
     ``http_status`` the HTTP status (``None`` for errors that did not come over HTTP).
+
+    Thread-safety: plain exception values; safe to pass between threads.
     """
 
     def __init__(
@@ -58,6 +63,8 @@ class AuthError(ApiError, PermissionError):
     """Credentials were rejected (HTTP 401, codes 1001-1004, or a refused private auth).
 
     Terminal: sixmm stops retrying and reports state ``LOST``.
+
+    Thread-safety: plain exception values; safe to pass between threads.
     """
 
     def __init__(
@@ -71,7 +78,10 @@ class AuthError(ApiError, PermissionError):
 
 
 class SubscriptionError(SixMMError, RuntimeError):
-    """The server refused a subscription (a ``success: false`` ack) for ``topic``."""
+    """The server refused a subscription (a ``success: false`` ack) for ``topic``.
+
+    Thread-safety: plain exception values; safe to pass between threads.
+    """
 
     def __init__(self, topic: str, reason: str) -> None:
         super().__init__(f"subscription to {topic!r} failed: {reason}")
@@ -80,17 +90,25 @@ class SubscriptionError(SixMMError, RuntimeError):
 
 
 class ProtocolError(SixMMError, ValueError):
-    """A frame or payload did not follow the 6MM protocol (malformed JSON, wrong types)."""
+    """A frame or payload did not follow the 6MM protocol (malformed JSON, wrong types).
+
+    Thread-safety: plain exception values; safe to pass between threads.
+    """
 
 
 class ConnectionLost(SixMMError, ConnectionError):
-    """A connection dropped, went silent, or could not be (re)established."""
+    """A connection dropped, went silent, or could not be (re)established.
+
+    Thread-safety: plain exception values; safe to pass between threads.
+    """
 
 
 class CallbackError(SixMMError):
     """A user callback raised; the original exception is ``__cause__``.
 
     ``topic`` names the stream whose callback failed. The stream itself goes on.
+
+    Thread-safety: plain exception values; safe to pass between threads.
     """
 
     def __init__(self, topic: str, error: BaseException) -> None:
@@ -101,7 +119,10 @@ class CallbackError(SixMMError):
 
 class QueueOverflow(SixMMError, BufferError):
     """A bounded dispatch queue was full and its overflow policy dropped ``dropped`` messages
-    of ``topic`` (reported, never silent)."""
+    of ``topic`` (reported, never silent).
+
+    Thread-safety: plain exception values; safe to pass between threads.
+    """
 
     def __init__(self, topic: str, dropped: int, maxsize: int) -> None:
         super().__init__(

@@ -20,6 +20,8 @@ class StreamState(str, enum.Enum):
     - ``CONNECTED``: data is flowing; books that report ``synced`` are correct.
     - ``SUSPENDED``: reconnecting; books are not synced, do not trade on them.
     - ``LOST``: stopped, or a terminal failure (rejected credentials, retries exhausted).
+
+    Thread-safety: immutable values; share freely.
     """
 
     CONNECTED = "CONNECTED"
@@ -75,6 +77,8 @@ class StateEvent:
     ``connection`` is the connection's name (e.g. ``"sixmm-public-0"``, ``"sixmm-user"``);
     ``reason`` says why in words (``"connected"``, ``"dropped: ..."``, ``"stale: no frame for
     45.0s"``, ``"listenKey renewed"``...).
+
+    Thread-safety: immutable values; share freely.
     """
 
     state: StreamState
@@ -85,7 +89,10 @@ class StateEvent:
 @attrs.frozen
 class GapEvent:
     """An outage window on ``topic``: messages between ``start`` and ``end`` (Unix ms) may be
-    missing. Backfill trades, klines or user events over REST if they matter to you."""
+    missing. Backfill trades, klines or user events over REST if they matter to you.
+
+    Thread-safety: immutable values; share freely.
+    """
 
     topic: str
     start: int
