@@ -787,8 +787,9 @@ def test_qt_pump_uses_an_available_binding(
 
     qtcore = types.ModuleType("PyQt5.QtCore")
     qtcore.QTimer = FakeQTimer  # type: ignore[attr-defined]
-    for name in ("PySide6", "PyQt6", "PySide2"):
-        monkeypatch.setitem(sys.modules, name, None)  # make these unimportable
+    for name in ("PySide6", "PyQt6", "PySide2"):  # make these unimportable, even if imported
+        monkeypatch.setitem(sys.modules, name, None)
+        monkeypatch.setitem(sys.modules, f"{name}.QtCore", None)
     monkeypatch.setitem(sys.modules, "PyQt5", types.ModuleType("PyQt5"))
     monkeypatch.setitem(sys.modules, "PyQt5.QtCore", qtcore)
     d = started(QueueDispatcher(), invoker)
@@ -806,6 +807,7 @@ def test_qt_pump_uses_an_available_binding(
 def test_qt_pump_without_qt_raises_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("PySide6", "PyQt6", "PyQt5", "PySide2"):
         monkeypatch.setitem(sys.modules, name, None)
+        monkeypatch.setitem(sys.modules, f"{name}.QtCore", None)
     with pytest.raises(ImportError, match="PySide6"):
         qt_pump(QueueDispatcher())
 
