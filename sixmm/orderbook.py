@@ -59,6 +59,9 @@ class OrderBook:
         self._lock = threading.Lock()
         self._synced_cond = threading.Condition(self._lock)
         self._resyncs = 0
+        # For parse_depth(known=...): the price strings in the book (validated when they came
+        # in). Read by the reader thread that also feeds the book; a dict lookup is atomic.
+        self._known = self._state.known_prices()
 
     # -- user-facing reads -------------------------------------------------------------------
 

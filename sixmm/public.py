@@ -251,7 +251,7 @@ class PublicSession(Session):
     def _on_depth(self, conn: Connection, route: Route, push: Push) -> None:
         book = route.book
         try:
-            msg = parse_depth(push.data, push.snapshot)
+            msg = parse_depth(push.data, push.snapshot, book._known if book is not None else None)
             if book is not None and msg.symbol is not None and msg.symbol != book.symbol:
                 raise ProtocolError(f"symbol {msg.symbol!r} on the {book.symbol} depth topic")
         except ProtocolError as exc:

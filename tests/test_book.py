@@ -566,3 +566,16 @@ def test_long_random_stream_matches_reference(exact: bool) -> None:
     assert book.exact_keys is exact
     check_same(book, ref)
     assert book.applied == 3000 and book.stale > 0 and book.synced
+
+
+def test_known_prices_follow_the_levels_and_stay_the_same_objects() -> None:
+    book = synced_book()
+    known = book.known_prices()
+    assert set(known[0]) == {"100", "99"} and set(known[1]) == {"101", "102"}
+    book.apply(upd(11, 11, [("100", "0"), ("98.50", "1")], [("101.0", "2")]))
+    assert known == book.known_prices()  # live: the same containers
+    assert set(known[0]) == {"99", "98.50"} and set(known[1]) == {"101.0", "102"}
+    assert set(known[0]) == set(book.levels()[0]) and set(known[1]) == set(book.levels()[1])
+    book.apply(snap(20, [("5", "1")], [("6", "1")]))
+    assert known[0] is book.known_prices()[0] and set(known[0]) == {"5"}
+    assert set(known[1]) == {"6"}

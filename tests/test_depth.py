@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -370,3 +371,61 @@ def test_valid_payloads_round_trip(
     )
     assert msg.bids == bids and msg.asks == asks
     assert msg.start == msg.end == start
+
+
+# -- the batched fast path decides exactly like one fullmatch per numeral ------------------------
+
+_REF_NUM = r"[0-9]{1,30}(?:\.[0-9]{1,30})?"
+_REF_PRICE = re.compile(r"(?=[0.]*[1-9])" + _REF_NUM)
+_REF_QTY = re.compile(_REF_NUM)
+
+numeral_text = st.one_of(
+    st.from_regex(r"[0-9]{1,4}(\.[0-9]{1,4})?", fullmatch=True),
+    st.text(alphabet="0123456789.|\n -+e٣²", max_size=10),
+    st.sampled_from(["0", "1", "1|2", "|", "1|", "|1", "1.", ".5", "1..2", "1.2.3", "0.0", "٣"]),
+    st.sampled_from(["9" * 30, "9" * 31, "1." + "0" * 30, "1." + "0" * 31, "9" * 30 + ".5"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    levels=st.lists(st.tuples(numeral_text, numeral_text), max_size=12),
+    known_share=st.floats(0, 1),
+)
+def test_fast_path_matches_a_per_level_reference(
+    levels: List[Tuple[str, str]], known_share: float
+) -> None:
+    ok = all(_REF_PRICE.fullmatch(p) and _REF_QTY.fullmatch(q) for p, q in levels)
+    valid_prices = [p for p, _ in levels if _REF_PRICE.fullmatch(p)]
+    known = set(valid_prices[: int(len(valid_prices) * known_share)])
+    for kn in (None, (known, known)):
+        data = payload(bids=[[p, q] for p, q in levels], asks=[[q, p] for p, q in levels[:0]])
+        if ok:
+            assert parse_depth(data, known=kn).bids == levels
+        else:
+            with pytest.raises(ProtocolError, match=r"bids\[\d+\]"):
+                parse_depth(data, known=kn)
+
+
+@pytest.mark.parametrize(
+    "qty", ["1|2", "1||2", "|", "", "1.", ".1", "1.2.3", "9" * 31, "٣", "1\n", "1e3", "-1"]
+)
+def test_bad_quantity_among_good_ones_is_found(qty: str) -> None:
+    good = [["85000.1", "1.5"], ["85000.0", "0"]]
+    for index in (0, 1, 2):
+        levels = [list(x) for x in good]
+        levels.insert(index, ["84999.9", qty])
+        with pytest.raises(ProtocolError, match=rf"bids\[{index}\]\.quantity"):
+            parse_depth(payload(bids=levels), known=({"85000.1", "85000.0", "84999.9"}, set()))
+
+
+def test_known_prices_skip_only_the_price_pattern() -> None:
+    known = ({"85000.1"}, {"85000.2"})
+    msg = parse_depth(payload(bids=[["85000.1", "2"]], asks=[["85000.2", "0"]]), known=known)
+    assert msg.bids == [("85000.1", "2")] and msg.asks == [("85000.2", "0")]
+    with pytest.raises(ProtocolError, match=r"bids\[0\]\.quantity"):
+        parse_depth(payload(bids=[["85000.1", "1.2.3"]]), known=known)
+    with pytest.raises(ProtocolError, match=r"asks\[0\]\.price"):
+        parse_depth(payload(asks=[["0.0", "1"]]), known=known)
+    with pytest.raises(ProtocolError, match=r"bids\[0\]"):  # unhashable price: slow path
+        parse_depth(payload(bids=[[["85000.1"], "1"]]), known=known)

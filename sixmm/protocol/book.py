@@ -39,7 +39,7 @@ from __future__ import annotations
 import enum
 from bisect import bisect_left, insort
 from decimal import Decimal
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Container, Dict, List, Optional, Tuple
 
 from sixmm.protocol.depth import DepthMsg, Level
 
@@ -253,6 +253,15 @@ class BookState:
         """The lowest ask ``(price, quantity)``, or None when there are no asks."""
         best = self._asks.best(1)
         return best[0] if best else None
+
+    def known_prices(self) -> Tuple[Container[str], Container[str]]:
+        """Live ``(bid, ask)`` containers of the price strings currently in the book.
+
+        For :func:`~sixmm.protocol.depth.parse_depth`'s ``known``: every level entered the
+        book through a validated :class:`DepthMsg`. The same objects for the book's lifetime;
+        read-only for callers.
+        """
+        return self._bids.by_str, self._asks.by_str
 
     def levels(self) -> Tuple[Dict[str, str], Dict[str, str]]:
         """A full copy ``(bids, asks)``: ``{price: quantity}`` with the strings as last received."""

@@ -29,7 +29,8 @@ from __future__ import annotations
 import math
 import re
 from decimal import Decimal
-from typing import Any, List, Optional, Tuple
+from operator import itemgetter
+from typing import Any, Container, FrozenSet, List, Optional, Tuple
 
 from sixmm.errors import ProtocolError
 
@@ -45,7 +46,12 @@ MAX_VERSION = 2**63 - 1
 _NUM = r"[0-9]{1,30}(?:\.[0-9]{1,30})?"
 _PRICE = re.compile(r"(?=[0.]*[1-9])" + _NUM).fullmatch  # ... with at least one non-zero digit
 _QTY = re.compile(_NUM).fullmatch
+# Every quantity of a side joined by "|", validated in one call: about half the cost of one
+# ``fullmatch`` per quantity (the separator count proves no quantity contains a "|").
+_QTYS = re.compile(_NUM + r"(?:\|" + _NUM + ")*").fullmatch
 _VERSION = re.compile(r"[0-9]{1,19}").fullmatch
+_SECOND = itemgetter(1)
+_NOTHING: FrozenSet[str] = frozenset()
 
 
 class DepthMsg:
@@ -94,10 +100,17 @@ class DepthMsg:
     __hash__ = None  # type: ignore[assignment]
 
 
-def parse_depth(data: Any, snapshot_hint: bool = False) -> DepthMsg:
+def parse_depth(
+    data: Any,
+    snapshot_hint: bool = False,
+    known: Optional[Tuple[Container[str], Container[str]]] = None,
+) -> DepthMsg:
     """Validate the ``data`` of a depth push and return a :class:`DepthMsg`.
 
     ``snapshot_hint`` is True when the envelope said ``"event": "snapshot"`` [assumed variant].
+    ``known`` (an optimisation): ``(bid prices, ask prices)`` already known to be valid price
+    strings (a live book's current levels, which all passed this function); a price found
+    there is not matched against the pattern again. It never changes what is accepted.
     Raises :class:`ProtocolError` (naming the field) on any malformed payload, never another
     exception.
     """
@@ -133,8 +146,8 @@ def parse_depth(data: Any, snapshot_hint: bool = False) -> DepthMsg:
         start=start,
         end=end,
         prev=prev,
-        bids=_levels(data.get("bids"), "bids"),
-        asks=_levels(data.get("asks"), "asks"),
+        bids=_levels(data.get("bids"), "bids", known[0] if known is not None else _NOTHING),
+        asks=_levels(data.get("asks"), "asks", known[1] if known is not None else _NOTHING),
     )
 
 
@@ -170,26 +183,30 @@ def _version(data: Any, name: str) -> Optional[int]:
     )
 
 
-def _levels(raw: Any, side: str) -> List[Level]:
+def _levels(raw: Any, side: str, known: Container[str]) -> List[Level]:
     if raw is None:
         return []
     if type(raw) is list:
-        # Fast path: [[price, qty], ...] of well-formed strings (the documented shape).
+        # Fast path: [[price, qty], ...] of well-formed strings (the documented shape). A price
+        # already in ``known`` is valid; all quantities are checked at once after the loop.
         out: List[Level] = []
         append = out.append
         price_ok = _PRICE
-        qty_ok = _QTY
         try:
             for entry in raw:
                 if type(entry) is not list or len(entry) != 2:
                     break
                 price, qty = entry
-                if not (price_ok(price) and qty_ok(qty)):
+                if price not in known and not price_ok(price):
                     break
                 append((price, qty))
             else:
-                return out
-        except TypeError:  # a non-string price or quantity: the slow path says which
+                if not out:
+                    return out
+                qtys = "|".join(map(_SECOND, out))  # TypeError unless every qty is a str
+                if qtys.count("|") == len(out) - 1 and _QTYS(qtys):
+                    return out
+        except TypeError:  # a non-string (or unhashable) price or quantity: the slow path says
             pass
     elif not isinstance(raw, (list, tuple)):
         raise ProtocolError(f"depth field {side!r} must be a list, got {type(raw).__name__}")
