@@ -158,9 +158,9 @@ def test_kline_documented_fields() -> None:
         D("85005.1"),
         D("12.345"),
         1772007839999,
-        None,
-        {},
+        {},  # the contract's positional order: ..., close_time, raw
     )
+    assert kline.closed is None
 
 
 @pytest.mark.parametrize(

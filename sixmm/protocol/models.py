@@ -117,8 +117,8 @@ class Kline:
     close: Decimal
     volume: Decimal
     close_time: Optional[int]
-    closed: Optional[bool]
     raw: Dict[str, Any] = attrs.field(repr=False, eq=False)
+    closed: Optional[bool] = None  # after raw: the public positional signature ends at raw
 
     @classmethod
     def from_wire(
@@ -144,8 +144,8 @@ class Kline:
             price(("close", "c")),
             dec(req(get(d, ("volume", "v")), m, "volume"), m, "volume", non_negative=True),
             opt_int(get(d, ("closeTime", "T")), m, "closeTime"),
-            opt_bool(closed, m, "closed"),
             d,
+            opt_bool(closed, m, "closed"),
         )
 
 
