@@ -218,9 +218,9 @@ def _levels(raw: Any, side: str, known: Container[str]) -> List[Level]:
         price_ok = _PRICE
         try:
             for entry in raw:
-                if type(entry) is not list or len(entry) != 2:
+                if type(entry) is not list:
                     break
-                price, qty = entry
+                price, qty = entry  # ValueError unless exactly two elements
                 if price not in known and not price_ok(price):
                     break
                 append((price, qty))
@@ -230,8 +230,8 @@ def _levels(raw: Any, side: str, known: Container[str]) -> List[Level]:
                 qtys = "|".join(map(_SECOND, out))  # TypeError unless every qty is a str
                 if qtys.count("|") == len(out) - 1 and _QTYS(qtys):
                     return out
-        except TypeError:  # a non-string (or unhashable) price or quantity: the slow path says
-            pass
+        except (TypeError, ValueError):  # a non-string/unhashable price or quantity, or not
+            pass  # two elements: the slow path says which (extra elements are allowed there)
     elif not isinstance(raw, (list, tuple)):
         raise ProtocolError(f"depth field {side!r} must be a list, got {type(raw).__name__}")
     return [_level(entry, side, index) for index, entry in enumerate(raw)]
