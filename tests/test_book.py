@@ -579,3 +579,18 @@ def test_known_prices_follow_the_levels_and_stay_the_same_objects() -> None:
     book.apply(snap(20, [("5", "1")], [("6", "1")]))
     assert known[0] is book.known_prices()[0] and set(known[0]) == {"5"}
     assert set(known[1]) == {"6"}
+
+
+@pytest.mark.parametrize("in_snapshot", [True, False])
+def test_sixteen_digit_integers_are_not_merged(in_snapshot: bool) -> None:
+    # 2**53 + 1 and 2**53 are the same double; 16 characters, no ".", 16 significant digits.
+    a, b = "9007199254740993", "9007199254740992"
+    book = BookState("X")
+    if in_snapshot:
+        book.apply(snap(1, [(a, "1"), (b, "2")], [("9007199254740999", "1")]))
+    else:
+        book.apply(snap(1, [(b, "2")], [("9007199254740999", "1")]))
+        assert book.apply(upd(2, 2, [(a, "1")])) is Outcome.APPLIED
+    assert book.exact_keys
+    assert book.levels()[0] == {a: "1", b: "2"}
+    assert book.top()[0] == [(D(a), D("1")), (D(b), D("2"))]

@@ -49,7 +49,7 @@ PriceQty = Tuple[Decimal, Decimal]
 """A price level as users see it: ``(price, quantity)``."""
 
 _FLOAT_DIGITS = 15  # significant decimal digits a double identifies exactly
-_SHORT = _FLOAT_DIGITS + 1  # a numeral this long (with its ".") cannot exceed 15 digits
+_SHORT = _FLOAT_DIGITS  # a numeral this long (with or without a ".") has at most 15 digits
 
 # A level: [price string, quantity string, (Decimal, Decimal) or None, key, Decimal(price) or None]
 _PRICE, _QTY, _PAIR, _KEY, _PRICE_DEC = range(5)
