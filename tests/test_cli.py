@@ -89,3 +89,23 @@ def test_log_level_goes_to_stderr(level: str) -> None:
     proc = run(["--log-level", level, "stream", "--sandbox", "--seconds", "0.5", "market.tickers"])
     assert proc.returncode == 0
     assert "sixmm" in proc.stderr and "connection public-0" in proc.stderr
+
+
+def test_demo_stops_cleanly_on_ctrl_c() -> None:
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sixmm", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "sixmm demo" in proc.stdout.readline()  # running and drawing
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "Traceback" not in err
