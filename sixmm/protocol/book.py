@@ -311,22 +311,33 @@ class _BookSide:
     def update(self, levels: List[Level]) -> None:
         """Apply level changes (the hot path: a known price string changing quantity)."""
         by_str = self.by_str
+        get = by_str.get
+        by_key = self.by_key
+        keys = self.keys
+        book = self._book
+        neg = self.neg
         for price, qty in levels:
-            entry = by_str.get(price)
-            if qty.strip("0."):
-                if entry is not None:
+            entry = get(price)
+            if entry is not None:
+                if qty.strip("0."):
                     entry[1] = qty  # _QTY
                     entry[2] = None  # _PAIR
                 else:
-                    self._set(price, qty, True)
-            elif entry is not None:
-                del by_str[price]
-                key = entry[3]  # _KEY
-                del self.by_key[key]
-                keys = self.keys
-                del keys[bisect_left(keys, key)]
-            else:
+                    del by_str[price]
+                    key = entry[3]  # _KEY
+                    del by_key[key]
+                    del keys[bisect_left(keys, key)]
+            elif not qty.strip("0."):
                 self._remove_other_spelling(price)
+            elif book._exact or len(price) > _SHORT:
+                self._set(price, qty, True)  # may switch the book to exact keys
+            else:  # a new price string short enough for a float key (inlined _set)
+                key = -float(price) if neg else float(price)
+                if key in by_key:
+                    self._set(price, qty, True)  # another spelling of a present level
+                else:
+                    by_str[price] = by_key[key] = [price, qty, None, key, None]
+                    insort(keys, key)
 
     def _key(self, price: str) -> Any:
         key = self._book._key(price)
