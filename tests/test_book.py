@@ -594,3 +594,36 @@ def test_sixteen_digit_integers_are_not_merged(in_snapshot: bool) -> None:
     assert book.exact_keys
     assert book.levels()[0] == {a: "1", b: "2"}
     assert book.top()[0] == [(D(a), D("1")), (D(b), D("2"))]
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_sorted_keys_stay_exact_near_and_far_from_the_best(exact: bool) -> None:
+    # The sorted key lists (insort/del by bisect) against the level dicts after every update,
+    # with changes near the best (the end of the lists) and anywhere in a 300-level side.
+    rng = random.Random(3)
+    book = BookState("X")
+    ticks = [f"{85000 + i / 10:.1f}" for i in range(-300, 300)]
+    extra = [("1.00000000000000001", "1")] if exact else []
+    book.apply(snap(1, [(t, "1") for t in ticks[:300]] + extra, [(t, "1") for t in ticks[300:]]))
+    assert book.exact_keys is exact
+    for version in range(2, 400):
+        near = rng.random() < 0.7
+        bids = [
+            (ticks[rng.randrange(230 if near else 0, 300)], rng.choice(["0", "2", "0.5"]))
+            for _ in range(8)
+        ]
+        asks = [
+            (ticks[rng.randrange(300, 370 if near else 600)], rng.choice(["0", "2", "0.5"]))
+            for _ in range(8)
+        ]
+        book.apply(upd(version, version, bids, asks))
+        for side in (book._bids, book._asks):
+            assert side.keys == sorted(side.by_key)
+            assert len(side.keys) == len(side.by_str)
+    bids, asks = book.levels()
+    assert book.top(1000)[0] == sorted(
+        ((D(p), D(q)) for p, q in bids.items()), key=lambda pq: pq[0], reverse=True
+    )
+    assert book.top(1000)[1] == sorted(
+        ((D(p), D(q)) for p, q in asks.items()), key=lambda pq: pq[0]
+    )
