@@ -500,8 +500,8 @@ class StreamManager:
         previous = self._states.get(conn.name)
         if previous is None and new in (ConnState.CONNECTING, ConnState.OPEN):
             return  # the first connect: nothing was lost yet
-        if state is previous:
-            return
+        if state is previous and new is not ConnState.BACKOFF:
+            return  # every failed attempt is reported (with its reason), not every step
         self._states[conn.name] = state
         if self._on_state is not None:
             event = StateEvent(state, reason, conn.name)

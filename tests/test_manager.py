@@ -95,7 +95,12 @@ def test_silent_server_is_detected_within_stale_after(sandbox: Sandbox) -> None:
         wait_until(lambda: streams.state is StreamState.CONNECTED)
         sandbox.go_silent()
         started = time.monotonic()
-        wait_until(lambda: any("stale" in s.reason for s in states.snapshot()), timeout=10)
+        try:
+            wait_until(lambda: any("stale" in s.reason for s in states.snapshot()), timeout=10)
+        except AssertionError:
+            raise AssertionError(
+                f"no stale state: {states.snapshot()} {streams.stats()['connections']}"
+            ) from None
         # stale_after (1 s) + one read timeout (0.25 s) + generous slack for a loaded machine
         assert time.monotonic() - started < 1.0 + 3.0
         sandbox.resume()
