@@ -334,6 +334,9 @@ def test_max_attempts_exhausted_means_lost() -> None:
         assert streams.wait(5)  # returns once every connection is lost for good
     assert states.snapshot()[-1].state is StreamState.LOST
     assert "gave up" in states.snapshot()[-1].reason
+    retries = [s for s in states.snapshot() if s.state is StreamState.SUSPENDED]
+    assert len(retries) == 2  # each failed attempt reported, with its reason
+    assert all("connect failed" in s.reason and "retry in" in s.reason for s in retries)
     assert any(isinstance(e, sixmm.ConnectionLost) for e in errors.snapshot())
 
 
