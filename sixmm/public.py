@@ -86,6 +86,7 @@ class PublicSession(Session):
         self._late: Dict[str, float] = {}
         self._conn: Optional[Connection] = None
         self._open = False
+        self._streaming = False  # this socket was accepted (ack or data seen)
         self._report_window = (0.0, 0)
         # counters
         self.malformed = 0
@@ -160,10 +161,11 @@ class PublicSession(Session):
             self._open = True
             self._pending.clear()
             topics = list(self._routes)
+        self._streaming = False
         if topics:
             self._send(conn, "subscribe", topics)
         else:
-            conn.mark_streaming("connected (no topics yet)")
+            self._mark_streaming(conn, "connected (no topics yet)")
 
     def on_closed(self, conn: Connection, reason: str) -> None:
         now_ms = int(time.time() * 1000)
@@ -219,6 +221,8 @@ class PublicSession(Session):
             if route is None:
                 self._unknown(push)
                 return
+            if not self._streaming:  # data for our topics proves the server took us
+                self._mark_streaming(conn, "data flowing")
             route.messages += 1
             ts = push.ts
             if ts is not None:
@@ -300,7 +304,7 @@ class PublicSession(Session):
         if req is None:
             logger.warning("ack with unknown id %r (%s) ignored", ack.id, ack.op)
             return
-        conn.mark_streaming("subscriptions acknowledged")
+        self._mark_streaming(conn, "subscriptions acknowledged")
         if req.op != "subscribe":
             if not ack.success:
                 logger.warning("unsubscribe of %s refused: %s", topics, ack.message)
@@ -326,6 +330,10 @@ class PublicSession(Session):
                 route.ready.set()
                 self._on_failed(route)
                 self._report(route.error)
+
+    def _mark_streaming(self, conn: Connection, reason: str) -> None:
+        self._streaming = True
+        conn.mark_streaming(reason)
 
     def _unknown(self, push: Push) -> None:
         until = self._late.get(push.topic)

@@ -90,7 +90,9 @@ def test_drop_reconnects_and_resubscribes_without_user_action(sandbox: Sandbox) 
 
 def test_silent_server_is_detected_within_stale_after(sandbox: Sandbox) -> None:
     states = Recorder()
-    with StreamManager(sandbox.ws_url, on_state=states, **FAST) as streams:
+    # ack_timeout: a reconnect that lands while the server is still silent loses its
+    # subscribe; it is re-sent after ack_timeout (see the test below)
+    with StreamManager(sandbox.ws_url, on_state=states, ack_timeout=1.0, **FAST) as streams:
         streams.trades("BTCUSDT", lambda t: None).wait_ready(5)
         wait_until(lambda: streams.state is StreamState.CONNECTED)
         sandbox.go_silent()
@@ -104,7 +106,26 @@ def test_silent_server_is_detected_within_stale_after(sandbox: Sandbox) -> None:
         # stale_after (1 s) + one read timeout (0.25 s) + generous slack for a loaded machine
         assert time.monotonic() - started < 1.0 + 3.0
         sandbox.resume()
-        wait_until(lambda: states.snapshot()[-1].state is StreamState.CONNECTED, timeout=5)
+        try:
+            wait_until(lambda: states.snapshot()[-1].state is StreamState.CONNECTED, timeout=10)
+        except AssertionError:
+            raise AssertionError(
+                f"not back: {states.snapshot()} {streams.stats()['connections']} {sandbox.ops[-6:]}"
+            ) from None
+
+
+def test_unanswered_subscribe_is_resent_after_ack_timeout(sandbox: Sandbox) -> None:
+    errors, trades = Recorder(), Recorder()
+    sandbox.go_silent()  # the server takes the socket but ignores the subscribe
+    with StreamManager(sandbox.ws_url, on_error=errors, ack_timeout=1.0, **FAST) as streams:
+        sub = streams.trades("BTCUSDT", trades)
+        wait_until(lambda: any(o["op"] == "subscribe" for o in sandbox.ops))
+        sandbox.resume()  # pongs flow again: the socket is alive, the subscribe is lost
+        assert sub.wait_ready(5)
+        wait_until(lambda: len(trades) >= 1)
+    subs = [o for o in sandbox.ops if o["op"] == "subscribe"]
+    assert len(subs) >= 2 and subs[-1]["args"] == ["market.trade.BTCUSDT"]
+    assert any("no ack within" in str(e) for e in errors.snapshot())
 
 
 def test_heartbeat_sends_ping_ops(sandbox: Sandbox) -> None:
