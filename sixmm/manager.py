@@ -40,9 +40,11 @@ from .protocol.topics import (
 from .public import PublicSession
 from .states import ConnState, GapEvent, StateEvent, StreamState, public_state
 from .subscriptions import Callback, Route, Subscription
+from .supervisor import Heartbeat
 from .transport import check_url
 
-if TYPE_CHECKING:  # avoid importing requests for public-only users
+if TYPE_CHECKING:  # typing only: the keeper is imported when user() needs it
+    from .keepalive import ListenKeyKeeper
     from .rest.client import RestClient
 
 __all__ = ["StreamManager"]
@@ -110,8 +112,6 @@ class StreamManager:
         self._on_state = on_state
         self._on_gap = on_gap
         self._backoff = backoff if backoff is not None else Backoff()
-        self._ping_interval = ping_interval
-        self._stale_after = stale_after
         self._max_topics = max_topics_per_connection
         self._renew_interval = listen_key_renew_interval
         self._ack_timeout = ack_timeout
@@ -134,13 +134,11 @@ class StreamManager:
         self._routes: Dict[str, Route] = {}
         self._public: List[Tuple[PublicSession, Connection]] = []
         self._user: Optional[Tuple[UserSession, Connection]] = None
-        self._keeper: Any = None
+        self._keeper: Optional[ListenKeyKeeper] = None
         self._states: Dict[str, StreamState] = {}
         self._started = False
         self._stopping = False
         self._done = threading.Event()
-        from .supervisor import Heartbeat
-
         self._heartbeat = Heartbeat(self._connections, self._send_ping, ping_interval=ping_interval)
 
     # -- context manager and life cycle -------------------------------------------------
@@ -172,11 +170,7 @@ class StreamManager:
         """Close every connection, close the listenKey, join every thread (idempotent; safe
         from inside a callback). ``timeout`` bounds the whole stop."""
         with self._lock:
-            if self._stopping:
-                already = True
-            else:
-                already = False
-                self._stopping = True
+            already, self._stopping = self._stopping, True
             conns = self._connections()
             keeper = self._keeper
         if already:
