@@ -23,7 +23,14 @@ from .errors import ProtocolError, SubscriptionError
 from .protocol.book import Outcome
 from .protocol.depth import parse_depth
 from .protocol.events import Ack, Event, Malformed, Pong, Push
-from .protocol.frames import RequestIds, decode, encode_ping, encode_subscribe, encode_unsubscribe
+from .protocol.frames import (
+    RequestIds,
+    acked_topics,
+    decode,
+    encode_ping,
+    encode_subscribe,
+    encode_unsubscribe,
+)
 from .protocol.models import DepthUpdate, convert
 from .states import GapEvent
 from .subscriptions import Route
@@ -297,7 +304,7 @@ class PublicSession(Session):
             if req is None:
                 self.unmatched_acks += 1
             else:
-                topics = list(ack.topics) if ack.topics else sorted(req.remaining)
+                topics = acked_topics(ack, req.remaining)
                 req.remaining.difference_update(topics)
                 if not req.remaining:
                     del self._pending[ack.id]  # type: ignore[arg-type]

@@ -636,3 +636,14 @@ def test_decode_never_raises_on_frame_like_objects(obj: Any, max_depth: int) -> 
 def test_decode_truncates_any_text_for_logs(text: str) -> None:
     event = decode("{" + text)
     _check(event)
+
+
+def test_acked_topics_named_or_the_whole_outstanding_request() -> None:
+    from sixmm.protocol.frames import acked_topics
+
+    named = decode('{"id":"1","event":"subscribe","success":false,"data":["market.trade.X1"]}')
+    bare = decode('{"id":"1","event":"subscribe","success":false,"message":"nope"}')
+    assert isinstance(named, Ack) and isinstance(bare, Ack)
+    outstanding = {"market.trade.X1", "market.trade.X2"}
+    assert acked_topics(named, outstanding) == ["market.trade.X1"]
+    assert acked_topics(bare, outstanding) == ["market.trade.X1", "market.trade.X2"]

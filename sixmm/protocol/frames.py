@@ -47,6 +47,7 @@ from sixmm.protocol.events import Ack, AuthResult, Event, Malformed, Pong, Priva
 __all__ = [
     "MALFORMED_TEXT_CHARS",
     "RequestIds",
+    "acked_topics",
     "decode",
     "encode_ping",
     "encode_subscribe",
@@ -120,6 +121,16 @@ def encode_unsubscribe(req_id: str, topics: Iterable[str]) -> str:
 def encode_ping(req_id: str) -> str:
     """``{"id":ID,"op":"ping","args":[]}``."""
     return _encode_op(req_id, "ping", ())
+
+
+def acked_topics(ack: Ack, outstanding: Iterable[str]) -> List[str]:
+    """The topics ``ack`` answers, out of its request's ``outstanding`` (unanswered) topics.
+
+    [assumed] (PROTOCOL.md §8) An ack's ``data`` lists the topics it speaks for; one request may
+    get a success ack for some topics and a failure ack (same id) for the others. An ack that
+    names no topics speaks for every outstanding topic of its request.
+    """
+    return list(ack.topics) if ack.topics else sorted(outstanding)
 
 
 # --------------------------------------------------------------------------- decode
