@@ -16,7 +16,8 @@ from typing import Any, Callable, Dict, Optional
 
 from sixmm.config import DEFAULT_LISTEN_KEY_RENEW_INTERVAL, Backoff
 from sixmm.errors import AuthError
-from sixmm.rest.client import RestClient, is_transient
+from sixmm.protocol.rest import is_transient
+from sixmm.rest.client import RestClient
 
 __all__ = ["ListenKeyKeeper"]
 

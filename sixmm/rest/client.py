@@ -25,6 +25,12 @@ from requests.auth import AuthBase
 
 from sixmm.config import DEFAULT_REST_TIMEOUT, DEFAULT_REST_URL, Backoff
 from sixmm.errors import ApiError, AuthError, ConnectionLost
+from sixmm.protocol.rest import (
+    envelope_message,
+    is_auth_failure,
+    is_tolerance_message,
+    is_transient,
+)
 from sixmm.rest.auth import HmacAuth, TokenAuth
 
 __all__ = ["RestClient", "is_transient"]
@@ -33,10 +39,6 @@ logger = logging.getLogger(__name__)
 
 LISTEN_KEY_PATH = "/v1/private/user/listen-key"
 TIME_PATH = "/v1/time"
-TOLERANCE_TEXT = "timestamp outside of tolerance window"
-AUTH_CODES = frozenset({1001, 1002, 1003, 1004})
-RATE_LIMIT_CODE = 5003
-SERVER_ERROR_CODES = frozenset({5001, 5002})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 #: Longest honoured ``Retry-After`` (seconds), whatever the server asks.
 MAX_RETRY_AFTER = 10.0
@@ -45,23 +47,6 @@ Params = Union[Mapping[str, Any], Sequence[Tuple[str, Any]], None]
 Body = Union[Mapping[str, Any], Sequence[Any], str, bytes, None]
 
 _QUERY_IN_TEXT = re.compile(r"\?[^\s'\")]*")
-
-
-def is_transient(error: BaseException) -> bool:
-    """True for failures worth retrying later: rate limits, server errors, lost connections.
-
-    ``AuthError`` is never transient. Any other ``ApiError`` (a non-zero business code) is not.
-    """
-    if isinstance(error, AuthError):
-        return False
-    if isinstance(error, ConnectionLost):
-        return True
-    if isinstance(error, ApiError):
-        if error.code == RATE_LIMIT_CODE or error.code in SERVER_ERROR_CODES:
-            return True
-        status = error.http_status
-        return status is not None and (status == 429 or status >= 500)
-    return False
 
 
 def _redact_key(key: Optional[str]) -> str:
@@ -422,14 +407,14 @@ class RestClient:
             return payload.get("data")
         if code is None and 200 <= status < 300 and "code" not in payload:
             return payload  # no envelope at all: hand it back as is
-        raw_message = payload.get("message", payload.get("msg"))
+        raw_message = envelope_message(payload)
         message = _scrub(str(raw_message) if raw_message is not None else "", secrets)
         if not message:
             message = f"{method} {path} failed"
         error: ApiError
-        if TOLERANCE_TEXT in message.lower():
+        if is_tolerance_message(message):
             error = ApiError(code, message, rid, status)  # a clock problem, never terminal
-        elif status == 401 or code in AUTH_CODES:
+        elif is_auth_failure(code, status):
             error = AuthError(code, message, rid, status)
         else:
             error = ApiError(code, message, rid, status)
@@ -447,7 +432,7 @@ class RestClient:
 
     @staticmethod
     def _is_tolerance_error(exc: ApiError) -> bool:
-        return TOLERANCE_TEXT in (exc.message or "").lower()
+        return is_tolerance_message(exc.message)
 
     @staticmethod
     def _retryable(method: str, exc: ApiError) -> bool:
