@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from typing import Iterator, List
 
 import pytest
+
+# A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored in
+# every child; the Ctrl-C tests' children would never see their SIGINT. Catching it here turns
+# it back to the default in children (a caught signal is reset by exec).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _sixmm_threads() -> List[threading.Thread]:
