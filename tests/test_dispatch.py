@@ -895,3 +895,33 @@ def test_queue_on_ready_driven_gui_misses_nothing(
     assert done.wait(10), f"GUI stalled at {len(rec)}/{n}: an on_ready was lost"
     drainer.join(5)
     assert rec.snapshot() == list(range(n))
+
+
+def test_a_callback_raising_on_every_message_does_not_flood_the_log(
+    errors: Recorder, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sixmm.dispatch.invoker as invoker_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(invoker_module, "monotonic", lambda: clock[0])
+    inv = Invoker(errors)
+
+    def bad(x: Any) -> None:
+        raise ValueError(f"bad {x}")
+
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        for i in range(500):
+            inv.invoke("t", bad, i)
+        inv.invoke("t", lambda x: 1 / 0, None)  # another exception type is logged at once
+        clock[0] += 5.0
+        inv.invoke("t", bad, "later")
+    assert len(errors) == 502  # on_error sees every one
+    assert inv.stats()["t"]["errors"] == 502
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith(LOGGER)]
+    assert len(messages) == 3, messages
+    assert messages[0] == "callback for t raised"
+    assert "ZeroDivisionError" in str(caplog.records[1].exc_info)
+    assert messages[2] == (
+        "callback for t raised (499 more ValueError not logged since the last one)"
+    )
+    assert all(r.exc_info is not None for r in caplog.records)

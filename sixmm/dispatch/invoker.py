@@ -20,10 +20,11 @@ Callback = Callable[[Any], Any]
 _RING = 1024  # recent call durations kept per topic (power of two)
 _MASK = _RING - 1
 _SLOW_WARN_EVERY = 5.0  # seconds between slow-callback warnings per topic
+_ERROR_LOG_EVERY = 5.0  # seconds between logged tracebacks per topic and exception type
 
 
 class _TopicStats:
-    __slots__ = ("calls", "errors", "max", "ring", "slow", "unwarned", "warned_at")
+    __slots__ = ("calls", "errors", "logged", "max", "ring", "slow", "unwarned", "warned_at")
 
     def __init__(self) -> None:
         self.calls = 0
@@ -34,6 +35,8 @@ class _TopicStats:
         self.ring = array("d", bytes(8 * _RING))
         self.warned_at = -math.inf
         self.unwarned = 0
+        # exception type -> [when its traceback was last logged, errors not logged since]
+        self.logged: Optional[Dict[type, List[float]]] = None
 
 
 def _percentile(sorted_values: List[float], p: float) -> float:
@@ -44,12 +47,14 @@ def _percentile(sorted_values: List[float], p: float) -> float:
 class Invoker:
     """Calls user callbacks with error isolation, timing and per-topic statistics.
 
-    A callback that raises ``Exception`` is logged (``logger.exception``, with the topic),
-    counted, and passed to ``on_error`` as :class:`~sixmm.errors.CallbackError` (original
-    as ``__cause__``); the caller goes on. ``BaseException`` (``KeyboardInterrupt``,
-    ``SystemExit``) propagates. A call slower than ``slow_callback`` seconds is counted and
-    logged at WARNING (at most every 5 s per topic). Every call's duration goes into a ring of
-    the last 1024 per topic; percentiles are computed only in :meth:`stats`.
+    A callback that raises ``Exception`` is counted and passed to ``on_error`` as
+    :class:`~sixmm.errors.CallbackError` (original as ``__cause__``) every time, and logged
+    with its traceback (``logger.exception``, with the topic) at most every 5 s per topic and
+    exception type, the next log line saying how many were not logged; the caller goes on.
+    ``BaseException`` (``KeyboardInterrupt``, ``SystemExit``) propagates. A call slower than
+    ``slow_callback`` seconds is counted and logged at WARNING (at most every 5 s per topic).
+    Every call's duration goes into a ring of the last 1024 per topic; percentiles are computed
+    only in :meth:`stats`.
 
     Thread-safety: safe. Statistics are updated without a lock (the hot path cannot afford
     one); they are exact when each topic is invoked from one thread at a time (the normal case:
@@ -157,8 +162,34 @@ class Invoker:
         st.errors += 1
         if dt >= self._slow:
             self._slow_call(topic, st, dt)
-        logger.exception("callback for %s raised", topic, exc_info=exc)
+        self._log_error(topic, st, exc)
         self.report(CallbackError(topic, exc))
+
+    @staticmethod
+    def _log_error(topic: str, st: _TopicStats, exc: Exception) -> None:
+        # A callback that raises on every message must not flood the log with tracebacks.
+        logged = st.logged
+        if logged is None:
+            logged = st.logged = {}
+        now = monotonic()
+        entry = logged.get(type(exc))
+        if entry is None:
+            entry = logged[type(exc)] = [-math.inf, 0.0]
+        if now - entry[0] < _ERROR_LOG_EVERY:
+            entry[1] += 1
+            return
+        unlogged = int(entry[1])
+        entry[0], entry[1] = now, 0.0
+        if unlogged:
+            logger.exception(
+                "callback for %s raised (%d more %s not logged since the last one)",
+                topic,
+                unlogged,
+                type(exc).__name__,
+                exc_info=exc,
+            )
+        else:
+            logger.exception("callback for %s raised", topic, exc_info=exc)
 
     def _slow_call(self, topic: str, st: _TopicStats, dt: float) -> None:
         st.slow += 1
