@@ -460,6 +460,7 @@ class StreamManager:
                 route.callbacks = tuple(cbs)
             if route.empty and self._routes.get(route.topic) is route:
                 del self._routes[route.topic]
+                self._invoker.forget(route.topic)
                 session = route.session
                 if isinstance(session, PublicSession):
                     session.remove(route)
@@ -469,6 +470,7 @@ class StreamManager:
         with self._lock:
             if self._routes.get(route.topic) is route:
                 del self._routes[route.topic]
+                self._invoker.forget(route.topic)
         session = route.session
         if isinstance(session, PublicSession):
             session.remove(route, unsubscribe=False)  # refused: nothing to unsubscribe

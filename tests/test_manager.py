@@ -242,6 +242,9 @@ def test_unsubscribe_stops_delivery(sandbox: Sandbox) -> None:
         wait_until(lambda: len(other) >= 50)
         assert len(trades) == count
         assert "market.trade.BTCUSDT" not in subscribed_topics(sandbox)
+        # its callback statistics went with it (a program cycling through symbols keeps none)
+        assert "market.trade.BTCUSDT" not in streams._invoker.stats()
+        assert "market.trade.ETHUSDT" in streams._invoker.stats()
 
 
 def test_subscribe_from_inside_a_callback(sandbox: Sandbox) -> None:

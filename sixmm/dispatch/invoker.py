@@ -86,6 +86,11 @@ class Invoker:
                 st = self._topics[topic] = _TopicStats()
             return st
 
+    def forget(self, topic: str) -> None:
+        """Drop the statistics of ``topic`` (its last callback went away)."""
+        with self._lock:
+            self._topics.pop(topic, None)
+
     def invoke(self, topic: str, callback: Callback, arg: Any) -> None:
         """Call ``callback(arg)``; never raises ``Exception``."""
         self.invoke_all(topic, (callback,), arg)
