@@ -4,7 +4,9 @@ The URL carries ``?listenKey=`` (created, renewed and replaced by the
 :class:`~sixmm.keepalive.ListenKeyKeeper`) or ``?token=`` (a token-only ``RestClient``). The
 stream is ready when the server's auth ack says ``success: true``. A refused auth, or a socket
 closed before any auth ack, is checked over REST by the keeper (renew, else a new key) before
-sixmm concludes that the credentials are bad; only rejected credentials are terminal.
+sixmm concludes that the credentials are bad; only rejected credentials are terminal. A token
+stream whose sockets keep closing before the auth ack is retried with backoff (a bare close
+proves nothing), and reported to ``on_error`` after 3 such closes in a row, then every 10 more.
 Replays after a reconnect are dropped when an event carries an id and an update time.
 
 Thread-safety: hooks run on the connection's reader thread; ``add_callbacks`` from any thread.
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
 __all__ = ["UserSession"]
 
 logger = logging.getLogger(__name__)
+
+_UNAUTHED_REPORT_AFTER = 3  # token sockets closed before the auth ack, in a row
+_UNAUTHED_REPORT_EVERY = 10
 
 Submit = Callable[[str, str, Any, Any, bool], None]
 _DEDUPE_WINDOW = 10_000
@@ -91,6 +96,7 @@ class UserSession(Session):
         self.duplicates = 0
         self.auth_failures = 0
         self.malformed = 0
+        self.closed_before_auth = 0  # in a row; reset by a successful auth
 
     def bind(self, conn: Connection) -> None:
         self._conn = conn
@@ -142,8 +148,22 @@ class UserSession(Session):
                 last = self.route.last_ts
                 self.route.gap_start = last if last is not None else int(time.time() * 1000)
         else:
+            self.closed_before_auth += 1
             self._key_suspect(f"socket closed before auth ({reason})")
+            if self._keeper is None:
+                self._token_suspect(reason)
         self._authed = False
+
+    def _token_suspect(self, reason: str) -> None:
+        n = self.closed_before_auth - _UNAUTHED_REPORT_AFTER
+        if n >= 0 and n % _UNAUTHED_REPORT_EVERY == 0:
+            n += _UNAUTHED_REPORT_AFTER
+            message = (
+                f"the private stream closed before its auth ack {n} times in a row ({reason}); "
+                "the token may be invalid or expired (still retrying)"
+            )
+            logger.warning("user stream: %s", message)
+            self._report(ConnectionLost(message))
 
     def on_tick(self, conn: Connection, now: float) -> None:
         opened = self._opened_at
@@ -175,6 +195,7 @@ class UserSession(Session):
     def _on_auth(self, conn: Connection, result: AuthResult) -> None:
         if result.success:
             self._authed = True
+            self.closed_before_auth = 0
             self.user_id = result.user_id
             conn.mark_streaming("authenticated")
             self.route.ready.set()
@@ -238,6 +259,7 @@ class UserSession(Session):
             "events": self.events,
             "duplicates": self.duplicates,
             "auth_failures": self.auth_failures,
+            "closed_before_auth": self.closed_before_auth,
             "malformed": self.malformed,
             "listen_key": self._keeper.stats() if self._keeper is not None else None,
         }

@@ -6,7 +6,7 @@ from typing import Any, Dict
 
 import pytest
 
-from sixmm import Backoff, RestClient, StreamManager, SubscriptionError, Trade
+from sixmm import Backoff, ConnectionLost, RestClient, StreamManager, SubscriptionError, Trade
 from sixmm.sandbox import Sandbox
 
 from .helpers import Recorder, wait_until
@@ -52,12 +52,21 @@ def test_auth_failure_by_close_still_recreates_an_expired_key() -> None:
 
 def test_token_refused_by_a_bare_close_is_retried_with_backoff() -> None:
     """A close with no auth frame cannot prove the token bad (it may be the network): sixmm
-    keeps retrying with backoff and never reports the stream as authenticated."""
+    keeps retrying with backoff, never reports the stream as authenticated, and tells
+    ``on_error`` after 3 such closes in a row (once, not on every attempt)."""
     errors = Recorder()
     with Sandbox(port=0, auth_failure="close") as sb:
         rest = RestClient(token=sb.issue_token(), base_url=sb.rest_url)
         sb.reject_credentials(True)
         with rest, StreamManager(sb.ws_url, rest=rest, on_error=errors, **FAST) as streams:
             streams.user(on_event=lambda e: None)
-            wait_until(lambda: streams.stats()["connections"]["user"]["connects"] >= 2)
-            assert not streams.stats()["connections"]["user"]["authenticated"]
+            user = lambda: streams.stats()["connections"]["user"]  # noqa: E731
+            wait_until(lambda: user()["closed_before_auth"] >= 5, timeout=15)
+            assert not user()["authenticated"]
+            hints = [e for e in errors.snapshot() if "token may be invalid" in str(e)]
+            assert len(hints) == 1 and isinstance(hints[0], ConnectionLost)
+            assert "3 times in a row" in str(hints[0])
+            # the token becomes good again: the stream authenticates and the count resets
+            sb.reject_credentials(False)
+            wait_until(lambda: user()["authenticated"], timeout=15)
+            assert user()["closed_before_auth"] == 0
