@@ -87,7 +87,7 @@ def run(url: str, symbol: str, seconds: Optional[float]) -> None:
                 flush=True,
             )
     except KeyboardInterrupt:
-        pass  # Ctrl-C ends the loop; the finally block cleans up
+        print()  # Ctrl-C ends the loop (perhaps mid-line); the finally block cleans up
     finally:
         streams.stop()  # closes sockets, joins sixmm's threads; safe to call twice
     print(f"stopped cleanly after {total} trades")
