@@ -38,6 +38,7 @@ import gc
 import json
 import logging
 import random
+import re
 import sys
 import threading
 import time
@@ -107,6 +108,7 @@ class SoakResult:
     replays_dropped: int = 0
     malformed_counted: int = 0
     errors_reported: Counter[str] = field(default_factory=collections.Counter)
+    connection_lost: Counter[str] = field(default_factory=collections.Counter)
     losses: int = 0
     duplicates: int = 0
     thread_delta: int = 0
@@ -123,6 +125,7 @@ class SoakResult:
         """The summary as a markdown table."""
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
         errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors_reported.items())) or "none"
+        lost = "; ".join(f"{k} ({v})" for k, v in self.connection_lost.most_common(6))
         memory = (
             "not measured"
             if self.memory_retained is None
@@ -146,6 +149,7 @@ class SoakResult:
             ),
             ("malformed frames counted", str(self.malformed_counted)),
             ("errors reported to on_error", errors),
+            ("ConnectionLost, by reason", lost or "none"),
             ("losses / duplicates delivered", f"{self.losses} / {self.duplicates}"),
             ("threads after stop()", f"{self.thread_delta:+d} vs. baseline"),
             ("memory after stop()", memory),
@@ -200,6 +204,7 @@ class _Tracker:
         self.losses = 0
         self.duplicates = 0
         self.errors: Counter[str] = collections.Counter()
+        self.lost_reasons: Counter[str] = collections.Counter()
         self.problems: List[str] = []
         self.lost_states: List[str] = []
         self.stopping = False
@@ -220,6 +225,8 @@ class _Tracker:
         name = type(error).__name__
         with self.lock:
             self.errors[name] += 1
+            if isinstance(error, sixmm.ConnectionLost):  # numbers out: one line per kind
+                self.lost_reasons[re.sub(r"\d+(\.\d+)?", "N", str(error))[:100]] += 1
         if isinstance(error, (sixmm.CallbackError, sixmm.AuthError)):
             self.problem(f"unexpected error reported: {name}: {error}")
 
@@ -573,6 +580,7 @@ class _Soak:
         res.trades, res.user_events = tr.trades, tr.user_events
         res.losses, res.duplicates = tr.losses, tr.duplicates
         res.errors_reported = collections.Counter(tr.errors)
+        res.connection_lost = collections.Counter(tr.lost_reasons)
         for lost in tr.lost_states:
             tr.problem(f"state LOST: {lost}")
         if res.reconnects + res.failed_attempts < res.sockets_dropped:
