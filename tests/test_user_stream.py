@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
@@ -29,6 +29,14 @@ FAST: Dict[str, Any] = {
 }
 
 
+@pytest.fixture
+def quiet() -> Iterator[Sandbox]:
+    """A sandbox sending no periodic user events, only those a test pushes (the default one
+    pushes a random event every second, which races any test expecting exact events)."""
+    with Sandbox(port=0, seed=0, user_event_interval=0) as sb:
+        yield sb
+
+
 def hmac_rest(sb: Sandbox) -> RestClient:
     return RestClient(api_key=sb.api_key, api_secret=sb.api_secret, base_url=sb.rest_url)
 
@@ -41,15 +49,15 @@ def private_conns(sb: Sandbox) -> List[Dict[str, Any]]:
     return [c for c in sb.connections if c["kind"] == "private"]
 
 
-def test_user_events_are_typed_and_routed(sandbox: Sandbox) -> None:
+def test_user_events_are_typed_and_routed(quiet: Sandbox) -> None:
     orders, accounts, others = Recorder(), Recorder(), Recorder()
-    rest = hmac_rest(sandbox)
-    with rest, StreamManager(sandbox.ws_url, rest=rest, **FAST) as streams:
+    rest = hmac_rest(quiet)
+    with rest, StreamManager(quiet.ws_url, rest=rest, **FAST) as streams:
         sub = streams.user(on_order=orders, on_account=accounts, on_event=others)
         assert sub.wait_ready(5)
-        sent = sandbox.push_user_event("ORDER_TRADE_UPDATE")
-        sandbox.push_user_event("ACCOUNT_UPDATE")
-        sandbox.push_user_event("MARGIN_CALL")
+        sent = quiet.push_user_event("ORDER_TRADE_UPDATE")
+        quiet.push_user_event("ACCOUNT_UPDATE")
+        quiet.push_user_event("MARGIN_CALL")
         wait_until(lambda: len(orders) and len(accounts) and len(others))
     order = orders.snapshot()[0]
     assert isinstance(order, OrderUpdate)
@@ -59,17 +67,17 @@ def test_user_events_are_typed_and_routed(sandbox: Sandbox) -> None:
     other = others.snapshot()[0]
     assert isinstance(other, UserEvent) and other.event_type == "MARGIN_CALL"
     # one key created, closed (DELETE) on stop
-    assert len(calls(sandbox, "POST")) == 1
-    assert len(calls(sandbox, "DELETE")) == 1
-    assert sandbox.listen_keys == {}
+    assert len(calls(quiet, "POST")) == 1
+    assert len(calls(quiet, "DELETE")) == 1
+    assert quiet.listen_keys == {}
 
 
-def test_events_without_their_own_callback_reach_on_event(sandbox: Sandbox) -> None:
+def test_events_without_their_own_callback_reach_on_event(quiet: Sandbox) -> None:
     events = Recorder()
-    rest = hmac_rest(sandbox)
-    with rest, StreamManager(sandbox.ws_url, rest=rest, **FAST) as streams:
+    rest = hmac_rest(quiet)
+    with rest, StreamManager(quiet.ws_url, rest=rest, **FAST) as streams:
         assert streams.user(on_event=events).wait_ready(5)
-        sandbox.push_user_event("ORDER_TRADE_UPDATE")
+        quiet.push_user_event("ORDER_TRADE_UPDATE")
         wait_until(lambda: len(events) >= 1)
     assert isinstance(events.snapshot()[0], OrderUpdate)
 
@@ -111,15 +119,17 @@ def test_expired_key_is_replaced_and_stream_reopened(sandbox: Sandbox) -> None:
 
 
 def test_short_key_lifetime_is_survived_by_renewal(sandbox: Sandbox) -> None:
-    sandbox.set_listen_key_ttl(1.0)
+    # TTL 1.5 s, a renewal every 0.25 s: a renewal may run 1.25 s late (a loaded machine)
+    # before the key expires
+    sandbox.set_listen_key_ttl(1.5)
     orders = Recorder()
     rest = hmac_rest(sandbox)
     with (
         rest,
-        StreamManager(sandbox.ws_url, rest=rest, listen_key_renew_interval=0.3, **FAST) as streams,
+        StreamManager(sandbox.ws_url, rest=rest, listen_key_renew_interval=0.25, **FAST) as streams,
     ):
         assert streams.user(on_order=orders).wait_ready(5)
-        wait_until(lambda: len(calls(sandbox, "PUT")) >= 6, timeout=5)  # > 1.5 key lifetimes
+        wait_until(lambda: len(calls(sandbox, "PUT")) >= 9, timeout=20)  # > 1.5 key lifetimes
         sandbox.push_user_event("ORDER_TRADE_UPDATE")
         wait_until(lambda: len(orders) >= 1)
     assert len(calls(sandbox, "POST")) == 1  # renewal kept the one key alive
@@ -176,19 +186,19 @@ def test_bad_token_is_terminal(sandbox: Sandbox) -> None:
     assert any(isinstance(e, AuthError) for e in errors.snapshot())
 
 
-def test_replayed_events_after_reconnect_are_delivered_once(sandbox: Sandbox) -> None:
+def test_replayed_events_after_reconnect_are_delivered_once(quiet: Sandbox) -> None:
     orders = Recorder()
-    sandbox.set_replay_on_connect(5)
-    rest = hmac_rest(sandbox)
-    with rest, StreamManager(sandbox.ws_url, rest=rest, **FAST) as streams:
+    quiet.set_replay_on_connect(5)
+    rest = hmac_rest(quiet)
+    with rest, StreamManager(quiet.ws_url, rest=rest, **FAST) as streams:
         assert streams.user(on_order=orders).wait_ready(5)
         for _ in range(3):
-            sandbox.push_user_event("ORDER_TRADE_UPDATE")
+            quiet.push_user_event("ORDER_TRADE_UPDATE")
         wait_until(lambda: len(orders) >= 3)
-        sandbox.drop_all()
+        quiet.drop_all()
         wait_until(lambda: streams.stats()["connections"]["user"]["connects"] >= 2)
         wait_until(lambda: streams.stats()["connections"]["user"]["duplicates"] >= 3)
-        sandbox.push_user_event("ORDER_TRADE_UPDATE")
+        quiet.push_user_event("ORDER_TRADE_UPDATE")
         wait_until(lambda: len(orders) >= 4)
     keys = [o.dedupe_key for o in orders.snapshot()]
     assert len(keys) == len(set(keys)) == 4
@@ -258,12 +268,12 @@ def test_sixmm_exports_the_contract() -> None:
         assert hasattr(sixmm, name), name
 
 
-def test_unparsable_user_event_is_reported_and_still_delivered(sandbox: Sandbox) -> None:
+def test_unparsable_user_event_is_reported_and_still_delivered(quiet: Sandbox) -> None:
     orders, events, errors = Recorder(), Recorder(), Recorder()
-    rest = hmac_rest(sandbox)
-    with rest, StreamManager(sandbox.ws_url, rest=rest, on_error=errors, **FAST) as streams:
+    rest = hmac_rest(quiet)
+    with rest, StreamManager(quiet.ws_url, rest=rest, on_error=errors, **FAST) as streams:
         assert streams.user(on_order=orders, on_event=events).wait_ready(5)
-        sandbox.push_user_event("ORDER_TRADE_UPDATE", {"price": "not-a-price"})
+        quiet.push_user_event("ORDER_TRADE_UPDATE", {"price": "not-a-price"})
         wait_until(lambda: len(events) >= 1)
     event = events.snapshot()[0]
     assert isinstance(event, UserEvent) and event.event_type == "ORDER_TRADE_UPDATE"
