@@ -64,9 +64,13 @@ def test_token_refused_by_a_bare_close_is_retried_with_backoff() -> None:
             wait_until(lambda: user()["closed_before_auth"] >= 5, timeout=15)
             assert not user()["authenticated"]
             hints = [e for e in errors.snapshot() if "token may be invalid" in str(e)]
-            assert len(hints) == 1 and isinstance(hints[0], ConnectionLost)
+            n = user()["closed_before_auth"]  # read after: it may have grown meanwhile
+            # one hint at 3, then one per 10 more (exactly 1 unless this thread lagged)
+            assert 1 <= len(hints) <= 1 + (n - 3) // 10, (len(hints), n)
+            assert isinstance(hints[0], ConnectionLost)
             assert "3 times in a row" in str(hints[0])
             # the token becomes good again: the stream authenticates and the count resets
             sb.reject_credentials(False)
             wait_until(lambda: user()["authenticated"], timeout=15)
-            assert user()["closed_before_auth"] == 0
+            # the session sets "authenticated" a statement before it resets the count
+            wait_until(lambda: user()["closed_before_auth"] == 0, timeout=5)
