@@ -73,6 +73,24 @@ class RawWS:
             except websocket.WebSocketTimeoutException:
                 return out
 
+    def recv_through_pong(self, tag: str = "sync", timeout: float = 10.0) -> List[Any]:
+        """Every frame the server had queued for us before now: sends a ping op and returns
+        the frames received before its pong (the sandbox answers each socket in order).
+        Unlike :meth:`recv_all`, no quiet spell has to be guessed, so a loaded machine
+        cannot cut the list short."""
+        self.op("ping", tag)
+        pong = {"id": tag, "event": "pong"}
+        out: List[Any] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no pong for {tag!r} within {timeout}s")
+            obj = self.recv(remaining)
+            if obj == pong:
+                return out
+            out.append(obj)
+
     def close(self) -> None:
         try:
             self.ws.close(timeout=1)

@@ -404,6 +404,10 @@ def test_cli_control_commands() -> None:
         ws_url = proc.stdout.readline().split("ws=")[1].split()[0]
         ws = RawWS(ws_url)
         try:
+            # the handshake can complete a moment before the server registers the socket;
+            # a pong proves it is registered, so "malformed" below reaches it
+            ws.op("ping", "registered")
+            assert ws.recv() == {"id": "registered", "event": "pong"}
             proc.stdin.write("bogus\nmalformed hello\ndrop\n")
             proc.stdin.flush()
             assert ws.recv() == "hello"
