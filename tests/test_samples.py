@@ -133,7 +133,8 @@ def book_views(text: str) -> List[Tuple[int, List[Tuple[Decimal, ...]]]]:
 
 
 def test_order_book_prints_a_synced_top_5_every_second() -> None:
-    done = run_sample("order_book.py", "--seconds", "1.5")
+    # a view at once, then one a second: 2.5 s leaves 1.5 s of slack for the second one
+    done = run_sample("order_book.py", "--seconds", "2.5")
     assert_clean(done.returncode, done.stderr)
     views = book_views(done.stdout)
     assert len(views) >= 2, done.stdout  # refreshed, not printed once
@@ -174,8 +175,15 @@ def test_klines_to_csv_appends_one_row_per_closed_kline_and_the_header_once(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "klines.csv"
-    # 1) a short run on the sample's own sandbox: the header, and no in-progress kline
-    done = run_sample("klines_to_csv.py", "--out", str(out), "--seconds", "1")
+    # 1) a short run on the sample's own sandbox: the header, and no in-progress kline. The
+    #    sandbox runs on the wall clock: a run spanning a minute boundary may close a kline
+    #    for real (a row then is right), so such a run is repeated, not judged.
+    for _ in range(3):
+        before = time.time()
+        done = run_sample("klines_to_csv.py", "--out", str(out), "--seconds", "1")
+        if int(before // 60) == int(time.time() // 60):
+            break
+        out.unlink()
     assert_clean(done.returncode, done.stderr)
     assert out.read_text().splitlines() == [CSV_HEADER]
 
@@ -298,13 +306,16 @@ LEGACY_LINE = re.compile(
 
 
 def test_legacy_loop_prints_periodic_lines_and_stops_in_finally() -> None:
-    done = run_sample("legacy_integration.py", "--seconds", "2.5")
+    # a line a second; 3.5 s gives 3-4 of them, so 2 complete ones even if the first came
+    # before the first ticker or snapshot on a loaded machine
+    done = run_sample("legacy_integration.py", "--seconds", "3.5")
     assert_clean(done.returncode, done.stderr)
     lines = done.stdout.splitlines()
     periodic = [m for m in map(LEGACY_LINE.match, lines) if m]
     assert len(periodic) >= 2, done.stdout
     assert all(Decimal(m.group(1)) < Decimal(m.group(2)) for m in periodic), "bid < ask"
-    total = sum(int(m.group(3)) for m in periodic)
+    # every line counts its trades, also one printed before the ticker or the book came
+    total = sum(int(n) for n in re.findall(r"  (\d+) trades, volume ", done.stdout))
     assert lines[-1] == f"stopped cleanly after {total} trades"
     assert total > 0
 
