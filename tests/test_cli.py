@@ -32,7 +32,8 @@ def test_demo_shows_a_live_synced_book_and_trades() -> None:
 
 
 def test_stream_prints_json_lines() -> None:
-    proc = run(["stream", "--sandbox", "--seconds", "1", "market.trade.BTCUSDT", "market.tickers"])
+    # tickers come every 0.5 s: 3 s leaves room for a slow connect on a loaded machine
+    proc = run(["stream", "--sandbox", "--seconds", "3", "market.trade.BTCUSDT", "market.tickers"])
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     topics = {line["topic"] for line in lines}
