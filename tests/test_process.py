@@ -122,9 +122,11 @@ def test_ctrl_c_in_wait_exits_promptly_and_cleanly(sandbox: Sandbox) -> None:
     )
     read_until(proc, "ready")
     proc.send_signal(signal.SIGINT)
-    code, out, err, took = finish(proc, timeout=10)
+    code, out, err, took = finish(proc, timeout=15)
     assert code == 0, err
-    assert took < 3.0, f"exit took {took:.2f}s"
+    # The bound IS the behaviour ("promptly"): unloaded this takes ~0.3 s; 5 s leaves room for
+    # a loaded 2-core machine while still catching a stop() that sits out join timeouts.
+    assert took < 5.0, f"exit took {took:.2f}s"
     assert "wait returned True" in out
     assert "threads []" in out
     assert "Traceback" not in err, err
