@@ -240,7 +240,9 @@ def test_worker_frees_room_per_message_not_per_batch(
     wait_until(lambda: d.stats()["blocked"] == 1)
     first.opened.set()
     assert second.entered.wait(5)  # the worker is busy with message 1 ...
-    submitter.join(0.5)  # ... and message 0's slot was already handed to the blocked reader
+    # ... and message 0's slot was already handed to the blocked reader (were room freed per
+    # batch, it would stay blocked until `second` opens below, however long we waited here)
+    submitter.join(5)
     assert not submitter.is_alive()
     second.opened.set()
     wait_until(lambda: second.items == [1, 2])
@@ -313,8 +315,9 @@ def test_idle_worker_is_woken_at_once(
     wait_until(lambda: d._lanes["c"].waiting)  # the worker is idle
     t0 = time.monotonic()
     d.submit("c", "t", [rec], 1, conflate=conflate)
-    wait_until(lambda: len(rec) == 2, timeout=2)
-    assert time.monotonic() - t0 < 0.5  # woken, not found by its bounded idle wait
+    wait_until(lambda: len(rec) == 2, timeout=4)
+    # woken, not found by its bounded idle wait (5 s); slack for a loaded machine
+    assert time.monotonic() - t0 < 2.5
 
 
 def test_worker_conflation_keeps_newest_in_place(
@@ -375,7 +378,8 @@ def test_worker_stop_timeout_drops_the_rest_counted(invoker: Invoker) -> None:
         d.submit("c", "t", [slow], i)
     t0 = time.monotonic()
     d.stop(timeout=0.3)
-    assert time.monotonic() - t0 < 1.0
+    # the timeout is honoured (the queue holds ~4 s of work); slack for a loaded machine
+    assert time.monotonic() - t0 < 2.5
     s = d.stats()
     assert not s["lanes"]["c"]["alive"]
     assert s["dropped_on_stop"] > 0 and s["dropped_on_stop"] + len(rec) == 200
