@@ -39,3 +39,14 @@ def sandbox() -> Iterator[object]:
 
     with Sandbox(port=0, seed=0) as sb:
         yield sb
+
+
+# Hypothesis judges time too: a per-example deadline (200 ms) and a "too slow" health check
+# on data generation. On a loaded 2-core CI machine either fails a correct test (a slow
+# example is re-run fast and reported as Flaky). Timing is not what these tests check.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "sixmm", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("sixmm")
