@@ -32,18 +32,26 @@ differently, such as ``"85000.10"`` and ``"85000.1"``, map to the same key and a
 level). A price with more significant digits switches the book to exact ``Decimal`` keys
 (rebuilt in place) until the next snapshot: two distinct prices are never merged. ``top()``
 builds Decimals only for the levels it returns, once per change of a level.
+
+Speedups: the optional C extension :mod:`sixmm.protocol._bookside` runs the hot paths
+(``_BookSide.update`` and ``_BookSide.best``) on the same objects, calling back into the
+Python methods for every rare case; the Python code is the reference. :data:`SPEEDUPS` says
+whether it is in use. Setting the environment variable ``SIXMM_NO_EXTENSIONS=1`` before
+``sixmm`` is imported forces the pure-Python code.
 """
 
 from __future__ import annotations
 
 import enum
+import os
 from bisect import bisect_left, insort
 from decimal import Decimal
-from typing import Any, Container, Dict, List, Optional, Tuple
+from types import ModuleType
+from typing import Any, Callable, Container, Dict, List, Optional, Tuple
 
 from sixmm.protocol.depth import DepthMsg, Level
 
-__all__ = ["BookState", "Outcome", "PriceQty"]
+__all__ = ["SPEEDUPS", "BookState", "Outcome", "PriceQty"]
 
 PriceQty = Tuple[Decimal, Decimal]
 """A price level as users see it: ``(price, quantity)``."""
@@ -82,6 +90,23 @@ _CROSSED = Outcome.CROSSED
 _IGNORED = Outcome.IGNORED
 
 
+def _load_speedups() -> Optional[ModuleType]:
+    """The C extension, or None if it is not built or ``SIXMM_NO_EXTENSIONS=1`` is set."""
+    if os.environ.get("SIXMM_NO_EXTENSIONS") == "1":
+        return None
+    try:
+        from sixmm.protocol import _bookside
+    except ImportError:
+        return None
+    return _bookside
+
+
+_speedups = _load_speedups()
+
+SPEEDUPS: bool = _speedups is not None
+"""True when new books use the C extension :mod:`sixmm.protocol._bookside` by default."""
+
+
 def _too_precise(price: str) -> bool:
     """True if ``price`` has more significant digits than a float key identifies."""
     return len(price.replace(".", "").strip("0")) > _FLOAT_DIGITS
@@ -95,15 +120,21 @@ class BookState:
     snapshot) and :meth:`invalidate` when the stream can no longer be trusted (disconnect,
     resubscribe). Counters are plain int attributes.
 
+    ``speedups``: None (the default) uses the C extension when :data:`SPEEDUPS` is True;
+    False forces the pure-Python code; True requires the extension (RuntimeError if it is not
+    loaded). Both give identical results.
+
     Thread-safety: none; a single owner, or an outer lock (see :class:`sixmm.orderbook.OrderBook`).
     """
 
     __slots__ = (
         "_armed",
         "_asks",
+        "_best",
         "_bids",
         "_exact",
         "_first",
+        "_update",
         "applied",
         "crossed",
         "gaps",
@@ -117,7 +148,14 @@ class BookState:
         "version",
     )
 
-    def __init__(self, symbol: str) -> None:
+    def __init__(self, symbol: str, *, speedups: Optional[bool] = None) -> None:
+        if speedups and _speedups is None:
+            raise RuntimeError("the C extension sixmm.protocol._bookside is not loaded")
+        self._update: Callable[[_BookSide, List[Level]], None] = _BookSide.update
+        self._best: Callable[[_BookSide, int], List[PriceQty]] = _BookSide.best
+        if _speedups is not None and speedups is not False:
+            self._update = _speedups.update
+            self._best = _speedups.best
         self.symbol = symbol
         self.version: Optional[int] = None
         self.synced = False
@@ -138,6 +176,11 @@ class BookState:
         self._asks = _BookSide(self, True)
 
     # -- the state machine -------------------------------------------------------------------
+
+    @property
+    def speedups(self) -> bool:
+        """True if this book runs the C extension's hot paths."""
+        return self._update is not _BookSide.update
 
     def expect_snapshot(self) -> None:
         """The subscribe ack arrived: the next message without a ``type`` is the snapshot."""
@@ -190,10 +233,11 @@ class BookState:
             return _GAP
         bids = self._bids
         asks = self._asks
+        update = self._update  # _BookSide.update or its C twin
         if msg.bids:
-            bids.update(msg.bids)
+            update(bids, msg.bids)
         if msg.asks:
-            asks.update(msg.asks)
+            update(asks, msg.asks)
         self.version = end
         self._first = False
         self.applied += 1
@@ -242,16 +286,17 @@ class BookState:
         """The best ``n`` levels per side: bids high->low, asks low->high, as Decimals."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        return self._bids.best(n), self._asks.best(n)
+        best = self._best
+        return best(self._bids, n), best(self._asks, n)
 
     def best_bid(self) -> Optional[PriceQty]:
         """The highest bid ``(price, quantity)``, or None when there are no bids."""
-        best = self._bids.best(1)
+        best = self._best(self._bids, 1)
         return best[0] if best else None
 
     def best_ask(self) -> Optional[PriceQty]:
         """The lowest ask ``(price, quantity)``, or None when there are no asks."""
-        best = self._asks.best(1)
+        best = self._best(self._asks, 1)
         return best[0] if best else None
 
     def known_prices(self) -> Tuple[Container[str], Container[str]]:
@@ -299,7 +344,7 @@ class BookState:
 class _BookSide:
     """One side's levels: entries by price string and by key, keys sorted (best last)."""
 
-    __slots__ = ("_book", "by_key", "by_str", "keys", "neg")
+    __slots__ = ("_book", "_fast", "by_key", "by_str", "keys", "neg")
 
     def __init__(self, book: BookState, neg: bool) -> None:
         self._book = book
@@ -307,9 +352,15 @@ class _BookSide:
         self.by_str: Dict[str, _Entry] = {}
         self.by_key: Dict[Any, _Entry] = {}
         self.keys: List[Any] = []
+        # The same objects for the C extension, read in one go: never rebind the attributes
+        # above (by_str, by_key and keys are only ever changed in place).
+        self._fast = (book, self.by_str, self.by_key, self.keys, neg)
 
     def update(self, levels: List[Level]) -> None:
-        """Apply level changes (the hot path: a known price string changing quantity)."""
+        """Apply level changes (the hot path: a known price string changing quantity).
+
+        The reference for ``_bookside.update``, which calls it for levels it does not handle.
+        """
         by_str = self.by_str
         get = by_str.get
         by_key = self.by_key

@@ -1,0 +1,587 @@
+/*
+ * sixmm.protocol._bookside -- the hot path of one order-book side, in C.
+ *
+ * Why: the pure-Python _BookSide.update / _BookSide.best in sixmm/protocol/book.py spend most
+ * of their time in bytecode dispatch (a loop over ~20 level changes per depth frame, a loop
+ * over 10 levels per top(10) read). These two functions do the same work on the SAME Python
+ * objects, so the pure code stays the reference and both can be mixed freely on one book.
+ * Optional: book.py falls back to the pure code when this module is missing or when
+ * SIXMM_NO_EXTENSIONS=1 is set at import time.
+ *
+ * The layout it mirrors (see book.py's module docstring), per side (a _BookSide):
+ *   side.by_str : dict  price string (as last received) -> entry
+ *   side.by_key : dict  ordering key -> the same entry
+ *   side.keys   : list  the keys, sorted ascending, best level LAST
+ *   side.neg    : bool  asks: key = -price (so the lowest ask sorts last)
+ *   side._book  : the BookState; its _exact is True while keys are Decimals, not floats
+ *   side._fast  : tuple (_book, by_str, by_key, keys, neg), the same objects in one attribute
+ *                 read (five attribute reads cost more than the rest of a short update);
+ *                 book.py never rebinds them (by_str, by_key and keys change in place only)
+ *   entry       : list  [price str, qty str, (Decimal, Decimal) or None, key, Decimal or None]
+ *
+ * update(side, levels) handles, per level:
+ *   - a known price string: a new quantity (two list stores) or a deletion (two dict
+ *     deletions and one list deletion at the bisect position);
+ *   - a new price string of at most 15 characters in float-key mode, whose value is not in
+ *     the book: a new entry, inserted into keys (bisect on the doubles directly).
+ * Everything else calls back into the Python methods, so semantics are identical by
+ * construction: side._remove_other_spelling(price) (quantity 0 for a price string not seen),
+ * side._set(price, qty, True) (exact-key mode, a price string longer than 15 characters,
+ * another spelling of a present level), and side.update((level,)), the pure code itself, for
+ * any level that is not a tuple/list of two exact str (the pure code raises what it raises).
+ * Operations happen in the same order as in the pure code, so an exception (propagated as
+ * is) leaves the side exactly as the pure code would have left it.
+ *
+ * best(side, n) returns the n best levels as (Decimal, Decimal) pairs, building and caching
+ * them in the entries exactly like the pure code (n < 0 or a non-int n: the pure code).
+ *
+ * Module state (interned names, decimal.Decimal, bisect.bisect_left/insort) lives in static
+ * variables: single-phase init, one interpreter.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* entry slots, as in book.py */
+enum { E_PRICE = 0, E_QTY = 1, E_PAIR = 2, E_KEY = 3, E_PRICE_DEC = 4, E_SIZE = 5 };
+
+/* A price string this long has at most 15 significant digits: a float key identifies it. */
+#define SHORT_PRICE 15
+
+static PyObject *str_fast, *str_exact;
+static PyObject *str_set, *str_remove_other, *str_update, *str_best;
+static PyObject *decimal_type, *bisect_left_fn, *insort_fn;
+
+/* -- small helpers --------------------------------------------------------------------- */
+
+/* list[i] = value for an exact list and a valid index; the old item is released last. */
+static void
+list_store(PyObject *list, Py_ssize_t i, PyObject *value)
+{
+    PyObject *old = PyList_GET_ITEM(list, i);
+    Py_INCREF(value);
+    PyList_SET_ITEM(list, i, value);
+    Py_XDECREF(old);
+}
+
+/* An entry as book.py makes them: an exact list of 5 items. */
+static int
+is_entry(PyObject *entry)
+{
+    return PyList_CheckExact(entry) && PyList_GET_SIZE(entry) == E_SIZE;
+}
+
+/* 1 if qty.strip("0.") would be non-empty: some character is neither '0' nor '.'. */
+static int
+qty_nonzero(PyObject *qty)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(qty) < 0)
+        return -1;
+#endif
+    Py_ssize_t n = PyUnicode_GET_LENGTH(qty);
+    int kind = PyUnicode_KIND(qty);
+    const void *data = PyUnicode_DATA(qty);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c != '0' && c != '.')
+            return 1;
+    }
+    return 0;
+}
+
+/* side.<name>(args...) with the result discarded: 0, or -1 with the exception set. */
+static int
+call_method(PyObject *side, PyObject *name, PyObject *a, PyObject *b, PyObject *c)
+{
+    PyObject *r = PyObject_CallMethodObjArgs(side, name, a, b, c, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* -- bisect on a list of floats -------------------------------------------------------- */
+/* Same probe sequence as CPython's _bisect (mid = (lo + hi) / 2) and the same comparisons
+ * (float < float is a plain C double comparison), so the same index on any list. -2 when an
+ * item is not an exact float: the caller then uses the bisect module. */
+
+static Py_ssize_t
+float_bisect_left(PyObject *list, double x)
+{
+    PyObject **items = ((PyListObject *)list)->ob_item;
+    Py_ssize_t lo = 0, hi = PyList_GET_SIZE(list);
+    while (lo < hi) {
+        Py_ssize_t mid = (Py_ssize_t)(((size_t)lo + (size_t)hi) / 2);
+        PyObject *item = items[mid];
+        if (!PyFloat_CheckExact(item))
+            return -2;
+        if (PyFloat_AS_DOUBLE(item) < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static Py_ssize_t
+float_bisect_right(PyObject *list, double x)
+{
+    PyObject **items = ((PyListObject *)list)->ob_item;
+    Py_ssize_t lo = 0, hi = PyList_GET_SIZE(list);
+    while (lo < hi) {
+        Py_ssize_t mid = (Py_ssize_t)(((size_t)lo + (size_t)hi) / 2);
+        PyObject *item = items[mid];
+        if (!PyFloat_CheckExact(item))
+            return -2;
+        if (x < PyFloat_AS_DOUBLE(item))
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/* bisect_left(keys, key): the index, or -1 with an exception set. */
+static Py_ssize_t
+keys_bisect_left(PyObject *keys, PyObject *key)
+{
+    if (PyFloat_CheckExact(key)) {
+        Py_ssize_t i = float_bisect_left(keys, PyFloat_AS_DOUBLE(key));
+        if (i >= 0)
+            return i;
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(bisect_left_fn, keys, key, NULL);
+    if (r == NULL)
+        return -1;
+    Py_ssize_t i = PyLong_AsSsize_t(r);
+    Py_DECREF(r);
+    return i;
+}
+
+/* insort(keys, key): 0, or -1 with an exception set. */
+static int
+keys_insort(PyObject *keys, PyObject *key)
+{
+    if (PyFloat_CheckExact(key)) {
+        Py_ssize_t i = float_bisect_right(keys, PyFloat_AS_DOUBLE(key));
+        if (i >= 0)
+            return PyList_Insert(keys, i, key);
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(insort_fn, keys, key, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* -- one side, as update() sees it ------------------------------------------------------ */
+
+typedef struct {
+    PyObject *side;   /* borrowed (the caller's argument) */
+    PyObject *fast;   /* side._fast: a strong reference, which keeps the rest alive */
+    PyObject *book;
+    PyObject *by_str;
+    PyObject *by_key;
+    PyObject *keys;
+    int neg;
+} Side;
+
+static void
+side_close(Side *s)
+{
+    Py_CLEAR(s->fast);
+}
+
+/* Read side._fast: 0, 1 if it is not the layout this module knows (then only the pure code
+ * knows what to do), or -1 with an exception set. */
+static int
+side_open(Side *s, PyObject *side)
+{
+    PyObject *fast = PyObject_GetAttr(side, str_fast);
+    if (fast == NULL)
+        return -1;
+    s->side = side;
+    s->fast = fast;
+    if (!PyTuple_CheckExact(fast) || PyTuple_GET_SIZE(fast) != 5)
+        goto other;
+    s->book = PyTuple_GET_ITEM(fast, 0);
+    s->by_str = PyTuple_GET_ITEM(fast, 1);
+    s->by_key = PyTuple_GET_ITEM(fast, 2);
+    s->keys = PyTuple_GET_ITEM(fast, 3);
+    s->neg = PyTuple_GET_ITEM(fast, 4) == Py_True;
+    if (!PyDict_CheckExact(s->by_str) || !PyDict_CheckExact(s->by_key) ||
+        !PyList_CheckExact(s->keys) || !PyBool_Check(PyTuple_GET_ITEM(fast, 4)))
+        goto other;
+    return 0;
+other:
+    side_close(s);
+    return 1;
+}
+
+/* A known price string with a non-zero quantity: entry[1] = qty; entry[2] = None. */
+static void
+set_quantity(PyObject *entry, PyObject *qty)
+{
+    list_store(entry, E_QTY, qty);
+    list_store(entry, E_PAIR, Py_None);
+}
+
+/* A known price string with quantity 0: del by_str[price]; del by_key[key]; del keys[i]. */
+static int
+remove_known(Side *s, PyObject *price, PyObject *entry)
+{
+    int rc = -1;
+    PyObject *key = NULL;
+    Py_INCREF(entry);
+    if (PyDict_DelItem(s->by_str, price) < 0)
+        goto done;
+    key = PyList_GET_ITEM(entry, E_KEY);
+    Py_INCREF(key);
+    if (PyDict_DelItem(s->by_key, key) < 0)
+        goto done;
+    Py_ssize_t i = keys_bisect_left(s->keys, key);
+    if (i < 0)
+        goto done;
+    if (i >= PyList_GET_SIZE(s->keys)) {
+        PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
+        goto done;
+    }
+    rc = PyList_SetSlice(s->keys, i, i + 1, NULL);
+done:
+    Py_XDECREF(key);
+    Py_DECREF(entry);
+    return rc;
+}
+
+/* float(price), negated for asks: a new reference, or NULL with an exception. */
+static PyObject *
+float_key(Side *s, PyObject *price)
+{
+    PyObject *key = PyFloat_FromString(price);
+    if (key == NULL || !s->neg)
+        return key;
+    PyObject *negated = PyFloat_FromDouble(-PyFloat_AS_DOUBLE(key));
+    Py_DECREF(key);
+    return negated;
+}
+
+/* by_str[price] = by_key[key] = [price, qty, None, key, None]; insort(keys, key). */
+static int
+insert_new(Side *s, PyObject *price, PyObject *qty, PyObject *key)
+{
+    int rc = -1;
+    PyObject *entry = PyList_New(E_SIZE);
+    if (entry == NULL)
+        return -1;
+    Py_INCREF(price);
+    PyList_SET_ITEM(entry, E_PRICE, price);
+    Py_INCREF(qty);
+    PyList_SET_ITEM(entry, E_QTY, qty);
+    Py_INCREF(Py_None);
+    PyList_SET_ITEM(entry, E_PAIR, Py_None);
+    Py_INCREF(key);
+    PyList_SET_ITEM(entry, E_KEY, key);
+    Py_INCREF(Py_None);
+    PyList_SET_ITEM(entry, E_PRICE_DEC, Py_None);
+    if (PyDict_SetItem(s->by_str, price, entry) == 0 &&
+        PyDict_SetItem(s->by_key, key, entry) == 0)
+        rc = keys_insort(s->keys, key);
+    Py_DECREF(entry);
+    return rc;
+}
+
+/* A price string not in by_str (exact str price and qty). */
+static int
+update_unknown(Side *s, PyObject *price, PyObject *qty)
+{
+    int nonzero = qty_nonzero(qty);
+    if (nonzero <= 0)
+        return nonzero < 0 ? -1 : call_method(s->side, str_remove_other, price, NULL, NULL);
+    PyObject *exact_obj = PyObject_GetAttr(s->book, str_exact);
+    if (exact_obj == NULL)
+        return -1;
+    int exact = PyObject_IsTrue(exact_obj);
+    Py_DECREF(exact_obj);
+    if (exact < 0)
+        return -1;
+    if (exact || PyUnicode_GET_LENGTH(price) > SHORT_PRICE)
+        return call_method(s->side, str_set, price, qty, Py_True);
+    PyObject *key = float_key(s, price);
+    if (key == NULL)
+        return -1;
+    int present = PyDict_Contains(s->by_key, key);
+    int rc;
+    if (present < 0)
+        rc = -1;
+    else if (present)  /* another spelling of a present level */
+        rc = call_method(s->side, str_set, price, qty, Py_True);
+    else
+        rc = insert_new(s, price, qty, key);
+    Py_DECREF(key);
+    return rc;
+}
+
+/* One level that is not (str, str): the pure update() on it alone. */
+static int
+update_pure(Side *s, PyObject *level)
+{
+    PyObject *one = PyTuple_Pack(1, level);
+    if (one == NULL)
+        return -1;
+    int rc = call_method(s->side, str_update, one, NULL, NULL);
+    Py_DECREF(one);
+    return rc;
+}
+
+/* One level change with exact str price and qty: 0, or -1 with an exception set. */
+static int
+update_strings(Side *s, PyObject *level, PyObject *price, PyObject *qty)
+{
+    PyObject *entry = PyDict_GetItemWithError(s->by_str, price);
+    if (entry == NULL)
+        return PyErr_Occurred() ? -1 : update_unknown(s, price, qty);
+    if (!is_entry(entry))
+        return update_pure(s, level);
+    int nonzero = qty_nonzero(qty);
+    if (nonzero < 0)
+        return -1;
+    if (nonzero) {
+        Py_INCREF(entry);
+        set_quantity(entry, qty);
+        Py_DECREF(entry);
+        return 0;
+    }
+    return remove_known(s, price, entry);
+}
+
+/* One level change: 0, or -1 with an exception set. */
+static int
+update_level(Side *s, PyObject *level)
+{
+    PyObject *price, *qty;
+    if (PyTuple_CheckExact(level) && PyTuple_GET_SIZE(level) == 2) {
+        price = PyTuple_GET_ITEM(level, 0);
+        qty = PyTuple_GET_ITEM(level, 1);
+    } else if (PyList_CheckExact(level) && PyList_GET_SIZE(level) == 2) {
+        price = PyList_GET_ITEM(level, 0);
+        qty = PyList_GET_ITEM(level, 1);
+    } else {
+        return update_pure(s, level);
+    }
+    if (!PyUnicode_CheckExact(price) || !PyUnicode_CheckExact(qty))
+        return update_pure(s, level);
+    /* own them: a list level could change under a callback */
+    Py_INCREF(price);
+    Py_INCREF(qty);
+    int rc = update_strings(s, level, price, qty);
+    Py_DECREF(price);
+    Py_DECREF(qty);
+    return rc;
+}
+
+PyDoc_STRVAR(update_doc,
+"update(side, levels)\n--\n\n"
+"_BookSide.update(side, levels), with the common cases in C (see book.py).");
+
+static PyObject *
+bookside_update(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Side s;
+    PyObject *levels, *it, *level;
+    int rc = 0;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "update() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    rc = side_open(&s, args[0]);
+    if (rc != 0)
+        return rc < 0 ? NULL : PyObject_CallMethodObjArgs(args[0], str_update, args[1], NULL);
+    levels = args[1];
+    if (PyList_CheckExact(levels)) {
+        /* what a list iterator does, without allocating one: the size is read every time */
+        for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(levels); i++) {
+            level = PyList_GET_ITEM(levels, i);
+            Py_INCREF(level);
+            rc = update_level(&s, level);
+            Py_DECREF(level);
+        }
+    } else if ((it = PyObject_GetIter(levels)) != NULL) {
+        while (rc == 0 && (level = PyIter_Next(it)) != NULL) {
+            rc = update_level(&s, level);
+            Py_DECREF(level);
+        }
+        Py_DECREF(it);
+    }
+    side_close(&s);
+    if (rc < 0 || PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* -- best(n) ------------------------------------------------------------------------------ */
+
+/* The entry's (Decimal price, Decimal qty), built once per change: a new reference or NULL.
+ * Stores in the same order as the pure code: entry[4] first, then entry[2]. */
+static PyObject *
+entry_pair(PyObject *entry)
+{
+    PyObject *pair = PyList_GET_ITEM(entry, E_PAIR);
+    if (pair != Py_None) {
+        Py_INCREF(pair);
+        return pair;
+    }
+    PyObject *price = PyList_GET_ITEM(entry, E_PRICE_DEC);
+    if (price == Py_None) {
+        price = PyObject_CallOneArg(decimal_type, PyList_GET_ITEM(entry, E_PRICE));
+        if (price == NULL)
+            return NULL;
+        list_store(entry, E_PRICE_DEC, price);
+    } else {
+        Py_INCREF(price);
+    }
+    PyObject *qty = PyObject_CallOneArg(decimal_type, PyList_GET_ITEM(entry, E_QTY));
+    if (qty == NULL) {
+        Py_DECREF(price);
+        return NULL;
+    }
+    pair = PyTuple_Pack(2, price, qty);
+    Py_DECREF(price);
+    Py_DECREF(qty);
+    if (pair != NULL)
+        list_store(entry, E_PAIR, pair);
+    return pair;
+}
+
+/* by_key[key], as a new reference (KeyError as the dict raises it). */
+static PyObject *
+lookup_entry(PyObject *by_key, PyObject *key)
+{
+    PyObject *entry = PyDict_GetItemWithError(by_key, key);
+    if (entry != NULL) {
+        Py_INCREF(entry);
+        return entry;
+    }
+    return PyErr_Occurred() ? NULL : PyObject_GetItem(by_key, key);
+}
+
+/* The pairs of the best n levels (0 <= n), or NULL; *pure set (and no exception) when the
+ * pure code must run: an entry not made by book.py, or keys changed while reading them
+ * (cannot happen: nothing here runs Python code that could reach the book). */
+static PyObject *
+best_levels(PyObject *by_key, PyObject *keys, Py_ssize_t n, int *pure)
+{
+    Py_ssize_t size = PyList_GET_SIZE(keys);
+    Py_ssize_t count = n < size ? n : size;
+    PyObject *out = PyList_New(count);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *key = PyList_GET_ITEM(keys, size - 1 - i);
+        Py_INCREF(key);
+        PyObject *entry = lookup_entry(by_key, key);
+        Py_DECREF(key);
+        if (entry == NULL)
+            goto fail;
+        PyObject *pair = is_entry(entry) ? entry_pair(entry) : NULL;
+        if (pair == NULL && !PyErr_Occurred())
+            *pure = 1;
+        Py_DECREF(entry);
+        if (pair == NULL)
+            goto fail;
+        PyList_SET_ITEM(out, i, pair);
+        if (PyList_GET_SIZE(keys) != size) {
+            *pure = 1;
+            goto fail;
+        }
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+PyDoc_STRVAR(best_doc,
+"best(side, n)\n--\n\n"
+"_BookSide.best(side, n) in C: the n best levels as (Decimal, Decimal) pairs.");
+
+static PyObject *
+bookside_best(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *side, *fast, *out = NULL;
+    int pure = 0;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "best() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    side = args[0];
+    Py_ssize_t n = PyLong_CheckExact(args[1]) ? PyNumber_AsSsize_t(args[1], NULL) : -1;
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 0)  /* not an int, or negative: what the pure code does with it */
+        return PyObject_CallMethodObjArgs(side, str_best, args[1], NULL);
+    if ((fast = PyObject_GetAttr(side, str_fast)) == NULL)
+        return NULL;
+    if (PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 5 &&
+        PyDict_CheckExact(PyTuple_GET_ITEM(fast, 2)) && PyList_CheckExact(PyTuple_GET_ITEM(fast, 3)))
+        out = best_levels(PyTuple_GET_ITEM(fast, 2), PyTuple_GET_ITEM(fast, 3), n, &pure);
+    else
+        pure = 1;
+    Py_DECREF(fast);
+    if (pure)  /* not the layout this module knows (no exception is set) */
+        return PyObject_CallMethodObjArgs(side, str_best, args[1], NULL);
+    return out;
+}
+
+/* -- the module --------------------------------------------------------------------------- */
+
+static PyMethodDef bookside_methods[] = {
+    {"update", (PyCFunction)(void (*)(void))bookside_update, METH_FASTCALL, update_doc},
+    {"best", (PyCFunction)(void (*)(void))bookside_best, METH_FASTCALL, best_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef bookside_module = {
+    PyModuleDef_HEAD_INIT,
+    "sixmm.protocol._bookside",
+    "C hot path of sixmm.protocol.book._BookSide (optional; see book.py).",
+    -1,
+    bookside_methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+static int
+intern(PyObject **slot, const char *name)
+{
+    *slot = PyUnicode_InternFromString(name);
+    return *slot == NULL ? -1 : 0;
+}
+
+static int
+import_attr(PyObject **slot, const char *module, const char *name)
+{
+    PyObject *mod = PyImport_ImportModule(module);
+    if (mod == NULL)
+        return -1;
+    *slot = PyObject_GetAttrString(mod, name);
+    Py_DECREF(mod);
+    return *slot == NULL ? -1 : 0;
+}
+
+PyMODINIT_FUNC
+PyInit__bookside(void)
+{
+    if (intern(&str_fast, "_fast") < 0 || intern(&str_exact, "_exact") < 0 ||
+        intern(&str_set, "_set") < 0 ||
+        intern(&str_remove_other, "_remove_other_spelling") < 0 ||
+        intern(&str_update, "update") < 0 || intern(&str_best, "best") < 0)
+        return NULL;
+    if (import_attr(&decimal_type, "decimal", "Decimal") < 0 ||
+        import_attr(&bisect_left_fn, "bisect", "bisect_left") < 0 ||
+        import_attr(&insort_fn, "bisect", "insort") < 0)
+        return NULL;
+    return PyModule_Create(&bookside_module);
+}

@@ -1,0 +1,6 @@
+# Stub for the optional C extension (sixmm/protocol/_bookside.c); see sixmm/protocol/book.py.
+from decimal import Decimal
+from typing import Any, Iterable, List, Tuple
+
+def update(side: Any, levels: Iterable[Any], /) -> None: ...
+def best(side: Any, n: int, /) -> List[Tuple[Decimal, Decimal]]: ...

@@ -1,0 +1,467 @@
+"""The C order-book hot path (sixmm.protocol._bookside) against the pure-Python reference.
+
+Property tests drive a C-backed and a pure-Python :class:`BookState` with the same messages
+and compare everything observable after each step. The existing book suites run on the
+default implementation in this process and, in a subprocess, on the other one
+(``SIXMM_NO_EXTENSIONS=1`` or not). With ``SIXMM_REQUIRE_SPEEDUPS=1`` (CI) a missing
+extension is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import subprocess
+import sys
+import tracemalloc
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sixmm.protocol import book as book_module
+from sixmm.protocol.book import SPEEDUPS, BookState, Outcome
+from sixmm.protocol.depth import DepthMsg
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK_SUITES = [
+    "tests/test_book.py",
+    "tests/test_orderbook.py",
+    "tests/test_depth.py",
+    "tests/test_hostile_input.py",
+]
+
+needs_c = pytest.mark.skipif(not SPEEDUPS, reason="the C extension is not loaded")
+
+Levels = Sequence[Any]
+
+
+def msg(
+    kind: Optional[str],
+    end: int,
+    bids: Levels = (),
+    asks: Levels = (),
+    start: Optional[int] = None,
+    prev: Optional[int] = None,
+) -> DepthMsg:
+    return DepthMsg(
+        symbol="X", kind=kind, start=start, end=end, prev=prev, bids=list(bids), asks=list(asks)
+    )
+
+
+def attempt(fn: Callable[..., Any], *args: Any) -> Tuple[Any, ...]:
+    """``("ok", result)`` or ``("raised", type, message)``: comparable across the two books."""
+    try:
+        return ("ok", fn(*args))
+    except Exception as exc:  # any exception: it must match the reference's
+        return ("raised", type(exc), str(exc))
+
+
+def side_state(side: Any) -> Tuple[Any, ...]:
+    """Everything in one side, with key types (float vs Decimal), checked for consistency."""
+    assert side.keys == sorted(side.by_key)
+    assert len(side.keys) == len(side.by_key) == len(side.by_str)
+    for price, entry in side.by_str.items():
+        assert entry[0] == price and side.by_key[entry[3]] is entry
+    assert side._fast[1:4] == (side.by_str, side.by_key, side.keys)
+    assert side._fast[1] is side.by_str and side._fast[3] is side.keys
+    return (
+        [(type(k).__name__, k) for k in side.keys],
+        sorted((p, e[1], e[2], e[4]) for p, e in side.by_str.items()),
+    )
+
+
+def state(book: BookState) -> Tuple[Any, ...]:
+    """What a user (and the next message) can observe; reads the same way on both books."""
+    return (
+        book.counters(),
+        book.levels(),
+        book.depth(),
+        book.version,
+        book.synced,
+        book.verified,
+        book.exact_keys,
+        book.expecting_snapshot,
+        side_state(book._bids),
+        side_state(book._asks),
+    )
+
+
+def pair() -> Tuple[BookState, BookState]:
+    fast = BookState("X", speedups=True)
+    pure = BookState("X", speedups=False)
+    assert fast.speedups and not pure.speedups
+    return fast, pure
+
+
+# -- strategies -------------------------------------------------------------------------------
+
+TICKS = list(range(995, 1010))  # 99.5 .. 100.9: bids and asks overlap, so books cross
+
+
+def spellings(tick: int) -> List[str]:
+    whole, frac = divmod(tick, 10)
+    short = f"{whole}.{frac}"
+    out = [short, short + "0", short + "00", "0" + short, short + "0" * 12]  # last: 17 chars
+    if frac == 0:
+        out += [str(whole), f"{whole}."]
+    return out
+
+
+price_st = st.one_of(
+    st.sampled_from(TICKS).flatmap(lambda t: st.sampled_from(spellings(t))),
+    # more than 15 significant digits: the book switches to exact Decimal keys
+    st.sampled_from(["100.0000000000000001", "99.99999999999999999", "1234567890123456"]),
+)
+qty_st = st.sampled_from(
+    ["0", "0.000", "0.", "000", "", ".", "1", "2.5", "0.001", "10.000", "00.10", "7"]
+)
+levels_st = st.lists(st.tuples(price_st, qty_st), max_size=12)
+
+
+@st.composite
+def op_st(draw: st.DrawFn) -> Tuple[Any, ...]:
+    kind = draw(
+        st.sampled_from(
+            ["update"] * 8 + ["snapshot", "typeless", "expect", "invalidate", "top", "stale"]
+        )
+    )
+    if kind in ("expect", "invalidate"):
+        return (kind,)
+    if kind == "top":
+        return (kind, draw(st.sampled_from([0, 1, 3, 10, 1000])))
+    link = draw(st.sampled_from(["next", "next", "next", "wide", "gap", "prev", "badprev", "none"]))
+    return (kind, link, draw(levels_st), draw(levels_st))
+
+
+def run_op(book: BookState, op: Tuple[Any, ...], cur: int) -> Tuple[Any, int]:
+    """Apply one op; returns (what it returned or raised, the new stream version)."""
+    kind = op[0]
+    if kind == "expect":
+        return attempt(book.expect_snapshot), cur
+    if kind == "invalidate":
+        return attempt(book.invalidate), cur
+    if kind == "top":
+        return attempt(lambda: (book.top(op[1]), book.best_bid(), book.best_ask())), cur
+    _, link, bids, asks = op
+    if kind == "snapshot":
+        m = msg("snapshot", cur + 1, bids, asks, start=cur + 1)
+    elif kind == "typeless":
+        m = msg(None, cur + 1, bids, asks, start=cur + 1)
+    elif kind == "stale":
+        m = msg("update", cur, bids, asks, start=cur)
+    elif link == "next":
+        m = msg("update", cur + 1, bids, asks, start=cur + 1)
+    elif link == "wide":
+        m = msg("update", cur + 3, bids, asks, start=cur - 1)
+    elif link == "gap":
+        m = msg("update", cur + 2, bids, asks, start=cur + 2)
+    elif link == "prev":
+        m = msg("update", cur + 1, bids, asks, prev=cur)
+    elif link == "badprev":
+        m = msg("update", cur + 1, bids, asks, prev=cur - 1)
+    else:
+        m = msg("update", cur + 1, bids, asks)
+    return attempt(lambda: book.apply(m)), max(cur, m.end or cur)
+
+
+# -- the two implementations agree --------------------------------------------------------------
+
+
+@needs_c
+@settings(max_examples=500, deadline=None)
+@given(st.lists(op_st(), min_size=1, max_size=40))
+def test_c_and_pure_books_agree_on_random_streams(ops: List[Tuple[Any, ...]]) -> None:
+    fast, pure = pair()
+    cur = 0
+    for op in ops:
+        got, new = run_op(fast, op, cur)
+        want, _ = run_op(pure, op, cur)
+        cur = new
+        assert got == want, op
+        assert state(fast) == state(pure), op
+        assert fast.top(1000) == pure.top(1000)
+
+
+@needs_c
+@settings(max_examples=150, deadline=None)
+@given(levels_st, st.lists(st.tuples(levels_st, levels_st), max_size=15))
+def test_c_and_pure_books_agree_after_a_synced_snapshot(
+    snapshot: List[Tuple[str, str]], updates: List[Tuple[List[Any], List[Any]]]
+) -> None:
+    # Mostly applied updates (the hot path), with both sides from the same price pool.
+    fast, pure = pair()
+    for book in (fast, pure):
+        book.apply(msg("snapshot", 1, snapshot, snapshot[::-1], start=1))
+    for version, (bids, asks) in enumerate(updates, start=2):
+        m = msg("update", version, bids, asks, start=version)
+        assert attempt(fast.apply, m) == attempt(pure.apply, m)
+        assert state(fast) == state(pure)
+        assert fast.top(5) == pure.top(5)
+
+
+@needs_c
+def test_a_deep_book_agrees_level_for_level() -> None:
+    # 2,000 levels per side, changes near the top and anywhere: the bisect positions.
+    import random
+
+    rng = random.Random(7)
+    fast, pure = pair()
+    ticks = [f"{85000 + i / 10:.1f}" for i in range(-2000, 2000)]
+    snapshot = msg(
+        "snapshot", 1, [(t, "1") for t in ticks[:2000]], [(t, "1") for t in ticks[2000:]], start=1
+    )
+    for book in (fast, pure):
+        book.apply(snapshot)
+    for version in range(2, 600):
+        bids = [(rng.choice(ticks[:2000]), rng.choice(["0", "3", "0.5"])) for _ in range(10)]
+        asks = [(rng.choice(ticks[2000:]), rng.choice(["0", "3", "0.5"])) for _ in range(10)]
+        m = msg("update", version, bids, asks, start=version)
+        assert fast.apply(m) == pure.apply(m)
+        assert fast.top(10) == pure.top(10)
+    assert state(fast) == state(pure)
+
+
+@needs_c
+@pytest.mark.parametrize(
+    "level",
+    [
+        ["100.1", "2"],  # a list, not a tuple: handled in C
+        ("100.1", "2", "3"),  # the pure code's ValueError
+        ("100.1",),
+        ("100.1", 2),  # not a str: the pure code's AttributeError
+        (1001, "2"),
+        (None, "0"),
+        ("abc", "1"),  # float() raises
+        ("abcdefghijklmnopq", "1"),  # long: Decimal() raises
+        ("100.1", "abc"),  # a "non-zero" quantity that top() cannot read
+        "ab",  # a string of two characters unpacks
+        42,  # not iterable
+    ],
+)
+def test_odd_levels_raise_what_the_pure_code_raises(level: Any) -> None:
+    fast, pure = pair()
+    for book in (fast, pure):
+        book.apply(msg("snapshot", 1, [("100.0", "1"), ("100.1", "1")], [("101", "1")], start=1))
+    m = msg("update", 2, [("99.9", "4"), level, ("99.8", "5")], start=2)
+    got = attempt(lambda: fast.apply(m))
+    assert got == attempt(lambda: pure.apply(m))
+    assert state(fast) == state(pure)
+    assert attempt(lambda: fast.top(10)) == attempt(lambda: pure.top(10))
+
+
+@needs_c
+@pytest.mark.parametrize("container", [list, tuple, iter])
+@pytest.mark.parametrize("method", ["_set", "_remove_other_spelling"])
+def test_an_exception_in_a_python_callback_propagates(
+    method: str, container: Callable[[List[Any]], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A new spelling of a present level goes through _set, a zero for an unseen spelling
+    # through _remove_other_spelling: the exception propagates, the levels before it stay
+    # applied and the ones after it are not, exactly as in the pure code.
+    def boom(self: Any, *args: Any) -> None:
+        raise RuntimeError(f"boom {args[0]}")
+
+    fast, pure = pair()
+    for book in (fast, pure):
+        book.apply(msg("snapshot", 1, [("100.0", "1"), ("100.1", "1")], [("101", "1")], start=1))
+    monkeypatch.setattr(book_module._BookSide, method, boom)
+    qty = "0" if method == "_remove_other_spelling" else "3"
+    levels = [("100.0", "2"), ("100.10", qty), ("100.0", "9")]
+    # (DepthMsg holds lists; the C code iterates anything else with the iterator protocol)
+    got = attempt(lambda: fast._update(fast._bids, container(levels)))
+    assert got == ("raised", RuntimeError, "boom 100.10")
+    assert got == attempt(lambda: pure._update(pure._bids, container(levels)))
+    assert fast.levels() == pure.levels() == ({"100.0": "2", "100.1": "1"}, {"101": "1"})
+    assert state(fast) == state(pure)
+    m = msg("update", 2, levels, start=2)
+    assert attempt(lambda: fast.apply(m)) == attempt(lambda: pure.apply(m))
+    assert fast.version == pure.version == 1 and state(fast) == state(pure)
+
+
+@needs_c
+def test_c_and_pure_updates_mix_on_one_side() -> None:
+    # Both work on the same objects: alternate them on one book, compare with a pure book.
+    from sixmm.protocol import _bookside
+
+    fast, pure = pair()
+    mixed = BookState("X", speedups=False)
+    levels = [("100.0", "1"), ("100.5", "2"), ("101.0", "3")]
+    for book in (fast, pure, mixed):
+        book.apply(msg("snapshot", 1, levels, [], start=1))
+    changes = [
+        [("100.0", "0"), ("100.2", "4")],
+        [("100.50", "5"), ("100.7", "1")],
+        [("100.2", "0.000"), ("100.5", "6")],
+        [("100.00000000000000001", "1"), ("100.7", "2")],
+        [("100.7", "0"), ("99", "1")],
+    ]
+    for i, change in enumerate(changes):
+        side = mixed._bids
+        if i % 2:
+            _bookside.update(side, change)
+        else:
+            book_module._BookSide.update(side, change)
+        fast._bids.update(change)  # the pure method on the C book's side: same objects
+        pure._update(pure._bids, change)
+        assert _bookside.best(mixed._bids, 10) == pure.top(10)[0] == fast.top(10)[0]
+        assert state(mixed) == state(pure) == state(fast)
+
+
+# -- reference counting --------------------------------------------------------------------------
+
+
+@needs_c
+def test_no_references_leak_on_the_hot_paths() -> None:
+    from sixmm.protocol import _bookside
+
+    book = BookState("X", speedups=True)
+    book.apply(msg("snapshot", 1, [("100.0", "1")], [("101.0", "1")], start=1))
+    side = book._bids
+    price = "".join(["99.", "5"])  # objects only this test holds
+    qty = "".join(["1.", "25"])
+    level = (price, qty)
+    held = [price, qty, level, side, book, side._fast, side.by_str, side.by_key, side.keys]
+
+    def counts() -> List[int]:
+        return [sys.getrefcount(obj) for obj in held]
+
+    before = counts()
+    for _ in range(100):
+        _bookside.update(side, [level])  # a new level
+        _bookside.best(side, 5)
+        _bookside.update(side, [(price, "2")])  # a known level
+        _bookside.best(side, 5)
+        _bookside.update(side, [(price, "0")])  # a deletion
+        _bookside.update(side, [level, ("99.50", "3"), ("99.5", "0")])  # _set, then delete
+        _bookside.update(side, [("99.500", "0")])  # _remove_other_spelling, nothing there
+    assert "99.5" not in side.by_str and len(side.keys) == 1
+    assert counts() == before
+
+
+@needs_c
+def test_memory_stays_flat_over_a_long_churn() -> None:
+    # A leaked float, list, tuple or Decimal per level change would grow the heap by
+    # megabytes here. New levels go above the best bid: top() builds their Decimal pairs.
+    book = BookState("X", speedups=True)
+    book.apply(msg("snapshot", 1, [(f"{100 + i / 10:.1f}", "1") for i in range(200)], [], start=1))
+    version = [1]
+
+    def churn(rounds: int) -> None:
+        for r in range(rounds):
+            version[0] += 1
+            new = [(f"{130 + i / 100:.2f}", f"{r % 7 + 1}") for i in range(20)]
+            book.apply(msg("update", version[0], new, start=version[0]))
+            assert len(book.top(25)[0]) == 25
+            version[0] += 1
+            gone = [(p, "0") for p, _ in new] + [("119.5", f"{r % 5 + 1}.5")]
+            book.apply(msg("update", version[0], gone, start=version[0]))
+            assert book.top(25)[0][4] == (Decimal("119.5"), Decimal(f"{r % 5 + 1}.5"))
+
+    tracemalloc.start()
+    try:
+        churn(300)
+        gc.collect()
+        warm = tracemalloc.get_traced_memory()[0]
+        churn(3000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - warm
+    finally:
+        tracemalloc.stop()
+    assert book.synced and book.depth() == (200, 0)
+    assert grown < 64 * 1024, f"heap grew by {grown} bytes over 6,000 updates"
+
+
+# -- which implementation runs -------------------------------------------------------------------
+
+
+def test_speedups_loaded_when_required() -> None:
+    # CI sets SIXMM_REQUIRE_SPEEDUPS=1: there, the C path must be the one under test.
+    if os.environ.get("SIXMM_REQUIRE_SPEEDUPS") != "1":
+        return
+    try:
+        importlib.import_module("sixmm.protocol._bookside")
+        problem = "SIXMM_NO_EXTENSIONS=1 is set"
+    except ImportError as exc:
+        problem = f"the extension does not import: {exc}"
+    assert SPEEDUPS, f"SIXMM_REQUIRE_SPEEDUPS=1 but the C book is not in use ({problem})"
+    assert BookState("X").speedups
+
+
+def _child_env(disable: bool) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIXMM_")}
+    if disable:
+        env["SIXMM_NO_EXTENSIONS"] = "1"
+    return env
+
+
+def _child_speedups(env: Dict[str, str]) -> bool:
+    code = "import sixmm.protocol.book as b; print(b.SPEEDUPS, b.BookState('X').speedups)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    fields = out.stdout.split()
+    assert fields[0] == fields[1]
+    return fields[0] == "True"
+
+
+def _extension_importable() -> bool:
+    try:
+        importlib.import_module("sixmm.protocol._bookside")
+    except ImportError:
+        return False
+    return True
+
+
+def test_the_environment_variable_forces_the_pure_code() -> None:
+    assert _child_speedups(_child_env(disable=True)) is False
+    assert _child_speedups(_child_env(disable=False)) is _extension_importable()
+    assert BookState("X", speedups=False).speedups is False
+    assert BookState("X").speedups is SPEEDUPS
+    if not SPEEDUPS:
+        with pytest.raises(RuntimeError, match="not loaded"):
+            BookState("X", speedups=True)
+
+
+@pytest.fixture
+def other_implementation() -> Iterator[Dict[str, str]]:
+    """The environment of a child process running the implementation this one does not."""
+    if SPEEDUPS:
+        env = _child_env(disable=True)
+    elif _extension_importable():
+        env = _child_env(disable=False)
+    else:
+        pytest.skip("the C extension is not built: only the pure code can be tested")
+    assert _child_speedups(env) is not SPEEDUPS
+    yield env
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_book_suites_pass_on_the_other_implementation(
+    other_implementation: Dict[str, str],
+) -> None:
+    # This process runs the suites on the default implementation; a child runs them again
+    # on the other one (pure Python if the C extension is loaded here, and vice versa).
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *BOOK_SUITES],
+        env=other_implementation,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout
+
+
+def test_outcomes_are_the_same_enum() -> None:
+    # The C path returns nothing itself: apply() answers with the shared Outcome members.
+    fast = BookState("X")
+    assert fast.apply(msg("snapshot", 1, [("1", "1")], [("2", "1")], start=1)) is Outcome.SNAPSHOT
+    assert fast.top(1) == ([(Decimal("1"), Decimal("1"))], [(Decimal("2"), Decimal("1"))])
