@@ -11,6 +11,10 @@ figure is the median of several runs (the best run is shown too: on a shared mac
 the better estimate of the code's own cost). Measured in the same run: a naive reference book
 (dict + ``sorted()`` on read), the cost of :func:`parse_depth` per frame, and the live
 :class:`OrderBook` (with its lock) against the bare :class:`BookState`.
+
+The book runs its C extension (``sixmm.protocol._bookside``) when it is built and not disabled
+with ``SIXMM_NO_EXTENSIONS=1``; the output says which. With the extension, the same run also
+measures ``BookState(speedups=False)``, the pure-Python code, beside it.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ import sys
 import threading
 import time
 from decimal import Decimal
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from sixmm.orderbook import OrderBook
-from sixmm.protocol.book import BookState
+from sixmm.protocol.book import SPEEDUPS, BookState
 from sixmm.protocol.depth import DepthMsg, parse_depth
 
 MID_TICK = 850_000  # 85000.0 with a 0.1 tick
@@ -162,7 +166,8 @@ def _stats(run: Callable[[], float], runs: int, best: Callable[..., float]) -> T
 def bench_levels(levels: int, frames: int, runs: int, far: float = FAR_SPLIT) -> Dict[str, float]:
     """The figures for one book size: ``"<figure>"`` is the median, ``"<figure> best"`` the
     best run. Keys: apply/s, apply+top10/s, live apply+top10/s, naive apply/s,
-    naive apply+top10/s, top10 us, live top10 us, naive top10 us, parse us/frame."""
+    naive apply+top10/s, top10 us, live top10 us, naive top10 us, parse us/frame; with the C
+    extension also pure apply/s, pure apply+top10/s, pure top10 us (``speedups=False``)."""
     snapshot_raw, updates_raw = make_stream(levels, frames, far=far)
     snapshot = parse_depth(snapshot_raw)
     all_updates = [parse_depth(u) for u in updates_raw]
@@ -204,6 +209,9 @@ def bench_levels(levels: int, frames: int, runs: int, far: float = FAR_SPLIT) ->
     def new_state() -> BookState:
         return BookState("BTCUSDT")
 
+    def new_pure() -> BookState:
+        return BookState("BTCUSDT", speedups=False)
+
     def new_live() -> OrderBook:
         return OrderBook("BTCUSDT")
 
@@ -214,13 +222,20 @@ def bench_levels(levels: int, frames: int, runs: int, far: float = FAR_SPLIT) ->
         ("naive apply/s", rate(NaiveBook, naive_apply, naive_updates), max),
         ("naive apply+top10/s", rate(NaiveBook, naive_apply_top, naive_updates), max),
     ]
+    if SPEEDUPS:
+        figures += [
+            ("pure apply/s", rate(new_pure, state_apply, all_updates), max),
+            ("pure apply+top10/s", rate(new_pure, state_apply_top, all_updates), max),
+        ]
 
     # top(10) alone, on the books as the updates left them (Decimals cached per level)
     state = BookState("BTCUSDT")
+    pure = new_pure()
     live = OrderBook("BTCUSDT")
     naive = NaiveBook()
     for msg in [snapshot, *all_updates]:
         state.apply(msg)
+        pure.apply(msg)
         live._feed(msg)
     for msg in [snapshot, *naive_updates]:
         naive.apply(msg)
@@ -232,6 +247,8 @@ def bench_levels(levels: int, frames: int, runs: int, far: float = FAR_SPLIT) ->
         ("naive top10 us", _per_call(lambda: naive.top(10), naive_reads), min),
         ("parse us/frame", _per_item(parse_depth, updates_raw), min),
     ]
+    if SPEEDUPS:
+        figures.append(("pure top10 us", _per_call(lambda: pure.top(10), reads), min))
     for name, run, best in figures:
         results[name], results[name + " best"] = _stats(run, runs, best)
     return results
@@ -300,6 +317,7 @@ def main(argv: Sequence[str] = ()) -> int:
     print(f"frames:  {frames} updates of {CHANGES} level changes, median (best) of {runs} runs")
     clock = "wall clock" if _clock is time.perf_counter else "process CPU time"
     print(f"clock:   {clock}")
+    print(f"book:    {_implementation()}")
     print(f"lock:    uncontended threading.Lock acquire+release {lock_cost_ns():.0f} ns\n")
     header = (
         f"{'levels':>6} {'far':>4} | {'figure':<24} | {'sixmm median':>13} {'(best)':>10} | "
@@ -309,7 +327,7 @@ def main(argv: Sequence[str] = ()) -> int:
     print("-" * len(header))
     for levels, far in ((100, args.far), (5_000, args.far), (5_000, 0.3)):
         r = bench_levels(levels, frames, runs, far)
-        rows = [
+        rows: List[Tuple[str, str, Optional[str], bool]] = [
             ("apply (updates/s)", "apply/s", "naive apply/s", True),
             ("apply+top10 (updates/s)", "apply+top10/s", "naive apply+top10/s", True),
             ("top10 alone (us)", "top10 us", "naive top10 us", False),
@@ -317,10 +335,21 @@ def main(argv: Sequence[str] = ()) -> int:
             ("live top10 (us)", "live top10 us", "top10 us", False),
             ("parse_depth (us/frame)", "parse us/frame", None, False),
         ]
+        if SPEEDUPS:  # the C figures above, the pure ones here, C / pure as the ratio
+            rows[3:3] = [
+                ("pure: apply (updates/s)", "pure apply/s", "apply/s", True),
+                ("pure: apply+top10 (/s)", "pure apply+top10/s", "apply+top10/s", True),
+                ("pure: top10 alone (us)", "pure top10 us", "top10 us", False),
+            ]
         for label, key, ref_key, higher_better in rows:
             ours = r[key]
             ref = r[ref_key] if ref_key else None
-            ratio = "" if ref is None else f"{(ours / ref if higher_better else ref / ours):.2f}x"
+            ratio = ""
+            if ref is not None:
+                better = ours / ref if higher_better else ref / ours
+                if label.startswith("pure:"):  # shown as C / pure: the extension's speed-up
+                    better = 1 / better
+                ratio = f"{better:.2f}x"
             best = _fmt(r[key + " best"])
             ref_text = "" if ref is None else _fmt(ref)
             print(
@@ -333,7 +362,18 @@ def main(argv: Sequence[str] = ()) -> int:
         "BookState for the 'live' rows (ratio < 1 is the lock and wrapper's cost); ratio > 1 means"
     )
     print("sixmm is better. far = fraction of level changes anywhere in the book.")
+    if SPEEDUPS:
+        print("'pure:' rows = BookState(speedups=False), the pure-Python code, in the same run;")
+        print("their reference is the C figure and their ratio is C / pure (the C speed-up).")
     return 0
+
+
+def _implementation() -> str:
+    if SPEEDUPS:
+        return "C extension sixmm.protocol._bookside (pure Python measured beside it)"
+    if os.environ.get("SIXMM_NO_EXTENSIONS") == "1":
+        return "pure Python (SIXMM_NO_EXTENSIONS=1)"
+    return "pure Python (the C extension sixmm.protocol._bookside is not built)"
 
 
 def _fmt(value: float) -> str:
