@@ -150,7 +150,8 @@ def test_abort_wakes_a_blocked_reader() -> None:
         th.join(5)
         hold.set()
         t.close()
-    assert time.monotonic() - started < 1.0
+    # woken by abort(), not by the 5 s socket timeout; slack for a loaded machine
+    assert time.monotonic() - started < 3.0
     assert isinstance(result[0], ConnectionClosed)
 
 
