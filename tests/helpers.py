@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
-from typing import Any, Callable, List
+from typing import Any, Callable, Iterator, List
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
@@ -39,3 +41,12 @@ class Recorder:
     def snapshot(self) -> List[Any]:
         with self._lock:
             return list(self.items)
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections while the block runs: bound but never
+    listening, so no other process can take it meanwhile (unlike a fixed port such as 9)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]

@@ -21,7 +21,7 @@ from sixmm import (
 )
 from sixmm.sandbox import Sandbox
 
-from .helpers import Recorder, wait_until
+from .helpers import Recorder, refused_port, wait_until
 
 FAST = {"ping_interval": 0.2, "stale_after": 1.0, "backoff": Backoff(initial=0.05, maximum=0.2)}
 
@@ -370,12 +370,13 @@ def test_stop_is_idempotent_and_safe_from_a_callback(sandbox: Sandbox, dispatche
 def test_max_attempts_exhausted_means_lost() -> None:
     states, errors = Recorder(), Recorder()
     backoff = Backoff(initial=0.01, maximum=0.02, max_attempts=2)
-    streams = StreamManager(
-        "ws://127.0.0.1:9/ws", backoff=backoff, on_state=states, on_error=errors
-    )
-    streams.trades("BTCUSDT", lambda t: None)
-    with streams:
-        assert streams.wait(5)  # returns once every connection is lost for good
+    with refused_port() as port:
+        streams = StreamManager(
+            f"ws://127.0.0.1:{port}/ws", backoff=backoff, on_state=states, on_error=errors
+        )
+        streams.trades("BTCUSDT", lambda t: None)
+        with streams:
+            assert streams.wait(5)  # returns once every connection is lost for good
     assert states.snapshot()[-1].state is StreamState.LOST
     assert "gave up" in states.snapshot()[-1].reason
     retries = [s for s in states.snapshot() if s.state is StreamState.SUSPENDED]

@@ -27,7 +27,7 @@ from sixmm import (
 )
 from sixmm.sandbox import Sandbox
 
-from .helpers import Recorder, wait_until
+from .helpers import Recorder, refused_port, wait_until
 
 FAST: Dict[str, Any] = {
     "ping_interval": 0.2,
@@ -456,12 +456,14 @@ def test_connection_errors_keep_no_original_exception_that_could_carry_secrets()
     from sixmm import ConnectionLost, RestClient
     from sixmm.transport import Transport
 
-    with pytest.raises(ConnectionLost) as info:
-        Transport.connect("ws://127.0.0.1:9/ws?listenKey=SECRETKEY", timeout=2)
-    assert info.value.__context__ is None and info.value.__cause__ is None
-    assert "SECRETKEY" not in str(info.value)
-    rest = RestClient(api_key="k", api_secret="s", base_url="http://127.0.0.1:9", timeout=2)
-    with rest, pytest.raises(ConnectionLost) as info2:
-        rest.request("GET", "/v1/private/order/current", params={"symbol": "BTCUSDT"})
+    with refused_port() as port:
+        with pytest.raises(ConnectionLost) as info:
+            Transport.connect(f"ws://127.0.0.1:{port}/ws?listenKey=SECRETKEY", timeout=2)
+        assert info.value.__context__ is None and info.value.__cause__ is None
+        assert "SECRETKEY" not in str(info.value)
+        url = f"http://127.0.0.1:{port}"
+        rest = RestClient(api_key="k", api_secret="s", base_url=url, timeout=2)
+        with rest, pytest.raises(ConnectionLost) as info2:
+            rest.request("GET", "/v1/private/order/current", params={"symbol": "BTCUSDT"})
     assert info2.value.__context__ is None and info2.value.__cause__ is None
     assert "signature" not in str(info2.value)

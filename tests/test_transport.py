@@ -12,6 +12,7 @@ import pytest
 from sixmm.errors import ProtocolError
 from sixmm.transport import ConnectionClosed, FrameTimeout, Transport, check_url
 
+from .helpers import refused_port
 from .rawws import RawServer, frame, read_client_frame
 
 
@@ -172,8 +173,8 @@ def test_send_text_reaches_the_server() -> None:
 def test_connect_failure_is_connection_lost() -> None:
     from sixmm.errors import ConnectionLost
 
-    with pytest.raises(ConnectionLost):
-        Transport.connect("ws://127.0.0.1:9/ws", timeout=2)
+    with refused_port() as port, pytest.raises(ConnectionLost):
+        Transport.connect(f"ws://127.0.0.1:{port}/ws", timeout=2)
 
 
 @pytest.mark.parametrize(
