@@ -254,6 +254,74 @@ def test_odd_levels_raise_what_the_pure_code_raises(level: Any) -> None:
     assert attempt(lambda: fast.top(10)) == attempt(lambda: pure.top(10))
 
 
+def _corrupt(book: BookState, how: str) -> None:
+    side: Any = book._bids
+    entry = side.by_str["100.1"]
+    if how == "key missing from keys":
+        side.keys.remove(entry[3])
+    elif how == "keys cut short":  # its bisect position is past the end
+        del side.keys[-2:]
+    elif how == "key missing from by_key":
+        del side.by_key[entry[3]]
+    elif how == "entry is a tuple":
+        side.by_str["100.1"] = side.by_key[entry[3]] = tuple(entry)
+    elif how == "entry is short":
+        side.by_str["100.1"] = side.by_key[entry[3]] = entry[:4]
+    elif how == "no _fast":
+        side._fast = None
+    else:
+        raise AssertionError(how)
+
+
+@needs_c
+@pytest.mark.parametrize(
+    "how",
+    [
+        "key missing from keys",
+        "keys cut short",
+        "key missing from by_key",
+        "entry is a tuple",
+        "entry is short",
+        "no _fast",
+    ],
+)
+@pytest.mark.parametrize("qty", ["0", "5"])
+def test_a_corrupted_side_fails_like_the_pure_code(how: str, qty: str) -> None:
+    # Not a state the book can reach: the C code must not crash, and must do what the pure
+    # code does (it hands such cases to it, or fails the same way).
+    fast, pure = pair()
+    levels = [("99.9", "1"), ("100.0", "1"), ("100.1", "1"), ("100.2", "1")]
+    observed = []
+    for book in (fast, pure):
+        book.apply(msg("snapshot", 1, levels, [("101", "1")], start=1))
+        _corrupt(book, how)
+        observed.append(
+            (
+                attempt(book._update, book._bids, [("99.8", "2"), ("100.1", qty), ("100.0", "3")]),
+                attempt(book.top, 10),
+                attempt(book.top, 2),
+                book.levels(),
+                list(book._bids.keys),
+            )
+        )
+    assert observed[0] == observed[1]
+
+
+@needs_c
+@pytest.mark.parametrize("n", [-1, -3, 2.0, True, 10**30, -(10**30), "2"])
+def test_best_with_an_odd_n_does_what_the_pure_code_does(n: Any) -> None:
+    from sixmm.protocol import _bookside
+
+    book = BookState("X", speedups=False)
+    book.apply(msg("snapshot", 1, [("1", "1"), ("2", "2"), ("3", "3")], [("4", "1")], start=1))
+    side = book._bids
+    assert attempt(_bookside.best, side, n) == attempt(book_module._BookSide.best, side, n)
+    with pytest.raises(TypeError):
+        _bookside.best(side)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        _bookside.update(side, [], [])  # type: ignore[call-arg]
+
+
 @needs_c
 @pytest.mark.parametrize("container", [list, tuple, iter])
 @pytest.mark.parametrize("method", ["_set", "_remove_other_spelling"])
