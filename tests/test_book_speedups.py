@@ -406,7 +406,7 @@ def test_no_references_leak_on_the_hot_paths() -> None:
         _bookside.best(side, 5)
         _bookside.update(side, [(price, "0")])  # a deletion
         _bookside.update(side, [level, ("99.50", "3"), ("99.5", "0")])  # _set, then delete
-        _bookside.update(side, [("99.500", "0")])  # _remove_other_spelling, nothing there
+        _bookside.update(side, [("99.500", "0")])  # a zero for a level not there: nothing
     assert "99.5" not in side.by_str and len(side.keys) == 1
     assert counts() == before
 

@@ -23,12 +23,13 @@
  *   - a known price string: a new quantity (two list stores) or a deletion (two dict
  *     deletions and one list deletion at the bisect position);
  *   - a new price string of at most 15 characters in float-key mode, whose value is not in
- *     the book: a new entry, inserted into keys (bisect on the doubles directly).
+ *     the book: a new entry, inserted into keys (bisect on the doubles directly), or, for a
+ *     zero quantity, nothing (exchanges delete levels a client may not have);
  * Everything else calls back into the Python methods, so semantics are identical by
- * construction: side._remove_other_spelling(price) (quantity 0 for a price string not seen),
- * side._set(price, qty, True) (exact-key mode, a price string longer than 15 characters,
- * another spelling of a present level), and side.update((level,)), the pure code itself, for
- * any level that is not a tuple/list of two exact str (the pure code raises what it raises).
+ * construction: side._set(price, qty, True) and side._remove_other_spelling(price) for
+ * another spelling of a present level, in exact-key mode, or for a price string longer than
+ * 15 characters; and side.update((level,)), the pure code itself, for any level that is not
+ * a tuple/list of two exact str (the pure code raises what it raises).
  * Operations happen in the same order as in the pure code, so an exception (propagated as
  * is) leaves the side exactly as the pure code would have left it.
  *
@@ -291,22 +292,43 @@ insert_new(Side *s, PyObject *price, PyObject *qty, PyObject *key)
     return rc;
 }
 
-/* A price string not in by_str (exact str price and qty). */
+/* book._exact as 0/1, or -1 with an exception set. */
+static int
+book_exact(Side *s)
+{
+    PyObject *exact = PyObject_GetAttr(s->book, str_exact);
+    if (exact == NULL)
+        return -1;
+    int truth = PyObject_IsTrue(exact);
+    Py_DECREF(exact);
+    return truth;
+}
+
+/* What the pure code does with a price string not in by_str: _set(price, qty, True) for a
+ * quantity, _remove_other_spelling(price) for a zero. */
+static int
+call_back(Side *s, PyObject *price, PyObject *qty, int nonzero)
+{
+    if (nonzero)
+        return call_method(s->side, str_set, price, qty, Py_True);
+    return call_method(s->side, str_remove_other, price, NULL, NULL);
+}
+
+/* A price string not in by_str (exact str price and qty). In float-key mode with a short
+ * price, the key decides: no level with that value means a new level, or (for a zero)
+ * nothing to do, which is what _remove_other_spelling would find; a level with that value
+ * is another spelling of it, for the Python methods. */
 static int
 update_unknown(Side *s, PyObject *price, PyObject *qty)
 {
     int nonzero = qty_nonzero(qty);
-    if (nonzero <= 0)
-        return nonzero < 0 ? -1 : call_method(s->side, str_remove_other, price, NULL, NULL);
-    PyObject *exact_obj = PyObject_GetAttr(s->book, str_exact);
-    if (exact_obj == NULL)
+    if (nonzero < 0)
         return -1;
-    int exact = PyObject_IsTrue(exact_obj);
-    Py_DECREF(exact_obj);
+    int exact = book_exact(s);
     if (exact < 0)
         return -1;
     if (exact || PyUnicode_GET_LENGTH(price) > SHORT_PRICE)
-        return call_method(s->side, str_set, price, qty, Py_True);
+        return call_back(s, price, qty, nonzero);
     PyObject *key = float_key(s, price);
     if (key == NULL)
         return -1;
@@ -314,10 +336,10 @@ update_unknown(Side *s, PyObject *price, PyObject *qty)
     int rc;
     if (present < 0)
         rc = -1;
-    else if (present)  /* another spelling of a present level */
-        rc = call_method(s->side, str_set, price, qty, Py_True);
+    else if (present)
+        rc = call_back(s, price, qty, nonzero);
     else
-        rc = insert_new(s, price, qty, key);
+        rc = nonzero ? insert_new(s, price, qty, key) : 0;
     Py_DECREF(key);
     return rc;
 }
