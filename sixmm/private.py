@@ -194,8 +194,8 @@ class UserSession(Session):
 
     def _on_auth(self, conn: Connection, result: AuthResult) -> None:
         if result.success:
+            self.closed_before_auth = 0  # before _authed: stats() never shows both at once
             self._authed = True
-            self.closed_before_auth = 0
             self.user_id = result.user_id
             conn.mark_streaming("authenticated")
             self.route.ready.set()
