@@ -1,7 +1,8 @@
-"""Metadata lives in setup.cfg; this file adds the optional C extension.
+"""Metadata lives in setup.cfg; this file adds the optional C extensions.
 
-``sixmm.protocol._bookside`` speeds up the order book (see sixmm/protocol/book.py). It is
-optional: without a compiler the build warns and sixmm installs pure Python.
+``sixmm.protocol._bookside`` speeds up the order book (see sixmm/protocol/book.py) and
+``sixmm.protocol._depthfast`` the depth level validation (see sixmm/protocol/depth.py). Both
+are optional: without a compiler the build warns and sixmm installs pure Python.
 """
 
 from setuptools import Extension, setup
@@ -12,7 +13,12 @@ setup(
             "sixmm.protocol._bookside",
             sources=["sixmm/protocol/_bookside.c"],
             optional=True,
-        )
+        ),
+        Extension(
+            "sixmm.protocol._depthfast",
+            sources=["sixmm/protocol/_depthfast.c"],
+            optional=True,
+        ),
     ],
     # the .c ships in the sdist (MANIFEST.in), not inside the installed package
     exclude_package_data={"sixmm.protocol": ["*.c"]},
