@@ -22,19 +22,26 @@ Accepted shapes — every one beyond the documented example is marked ``[assumed
 
 Anything else raises :class:`~sixmm.errors.ProtocolError` naming the offending field; no other
 exception escapes.
+
+Speedups: the optional C extension :mod:`sixmm.protocol._depthfast` runs the fast path of the
+level loop (lists of ``[price, quantity]`` lists of valid strings) and returns None for
+anything else, so the Python code below, the reference, handles every other case and raises
+every error. :data:`SPEEDUPS` says whether it is in use; ``SIXMM_NO_EXTENSIONS=1`` set before
+``sixmm`` is imported forces the pure-Python code.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from decimal import Decimal
 from operator import itemgetter
-from typing import Any, Container, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, Container, FrozenSet, List, Optional, Tuple
 
 from sixmm.errors import ProtocolError
 
-__all__ = ["MAX_VERSION", "DepthMsg", "Level", "parse_depth"]
+__all__ = ["MAX_VERSION", "SPEEDUPS", "DepthMsg", "Level", "parse_depth"]
 
 Level = Tuple[str, str]
 """One price level as received: ``(price, quantity)`` strings."""
@@ -61,6 +68,25 @@ _SECOND = itemgetter(1)
 _NOTHING: FrozenSet[str] = frozenset()
 _NO_PRICES: Tuple[Container[str], Container[str]] = (_NOTHING, _NOTHING)
 _new = object.__new__
+
+_CLevels = Callable[[Any, Container[str]], Optional[List[Level]]]
+
+
+def _load_speedups() -> Optional[_CLevels]:
+    """The C fast path, or None if it is not built or ``SIXMM_NO_EXTENSIONS=1`` is set."""
+    if os.environ.get("SIXMM_NO_EXTENSIONS") == "1":
+        return None
+    try:
+        from sixmm.protocol._depthfast import levels
+    except ImportError:
+        return None
+    return levels
+
+
+_c_levels = _load_speedups()
+
+SPEEDUPS: bool = _c_levels is not None
+"""True when depth levels are validated by the C extension :mod:`sixmm.protocol._depthfast`."""
 
 
 class DepthMsg:
@@ -211,6 +237,10 @@ def _levels(raw: Any, side: str, known: Container[str]) -> List[Level]:
     if raw is None:
         return []
     if type(raw) is list:
+        if _c_levels is not None:  # the same fast path in C; None: run the Python code
+            fast = _c_levels(raw, known)
+            if fast is not None:
+                return fast
         # Fast path: [[price, qty], ...] of well-formed strings (the documented shape). A price
         # already in ``known`` is valid; all quantities are checked at once after the loop.
         out: List[Level] = []
