@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import select
+import shutil
 import signal
+import subprocess
 import threading
 import time
 from typing import Iterator, List
@@ -39,6 +43,50 @@ def sandbox() -> Iterator[object]:
 
     with Sandbox(port=0, seed=0) as sb:
         yield sb
+
+
+@pytest.fixture
+def display() -> Iterator[str]:
+    """A fresh Xvfb server on a free display number (Xvfb picks it: ``-displayfd``); skips the
+    test when Xvfb is not installed or does not start."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("needs Xvfb (apt-get install xvfb)")
+    read_fd, write_fd = os.pipe()
+    try:
+        xvfb = subprocess.Popen(
+            [
+                "Xvfb",
+                "-displayfd",
+                str(write_fd),
+                "-screen",
+                "0",
+                "1024x768x24",
+                "-nolisten",
+                "tcp",
+            ],
+            pass_fds=(write_fd,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    except OSError as exc:
+        os.close(read_fd)
+        os.close(write_fd)
+        pytest.skip(f"cannot start Xvfb: {exc}")
+    os.close(write_fd)
+    try:
+        ready, _, _ = select.select([read_fd], [], [], 15.0)
+        number = os.read(read_fd, 32).decode().strip() if ready else ""
+        if not number.isdigit():
+            pytest.skip("Xvfb did not report a display within 15 s")
+        yield f":{number}"
+    finally:
+        os.close(read_fd)
+        xvfb.terminate()
+        try:
+            xvfb.wait(10)
+        except subprocess.TimeoutExpired:
+            xvfb.kill()
+            xvfb.wait(5)
 
 
 # Hypothesis judges time too: a per-example deadline (200 ms) and a "too slow" health check

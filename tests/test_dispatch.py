@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -746,26 +747,35 @@ def test_tk_pump_cancel_from_inside_a_callback(
     assert not root.pending
 
 
-@pytest.mark.skipif(
-    sys.platform != "win32" and not os.environ.get("DISPLAY"), reason="needs a display"
-)
-def test_tk_pump_with_real_tk(invoker: Invoker, started: Callable[..., Any]) -> None:
+def test_tk_pump_with_real_tk(
+    invoker: Invoker, started: Callable[..., Any], request: pytest.FixtureRequest
+) -> None:
     tkinter = pytest.importorskip("tkinter")
+    screen = None  # Windows and macOS need no X display
+    if sys.platform not in ("win32", "darwin"):
+        screen = os.environ.get("DISPLAY") or request.getfixturevalue("display")  # else Xvfb
     try:
-        root = tkinter.Tk()
+        root = tkinter.Tk(screenName=screen)
     except tkinter.TclError as exc:
         pytest.skip(f"no usable display: {exc}")
+    rec = Recorder()
+    stop = [root.quit]  # a holder, emptied below
+    cancel: Optional[Callable[[], None]] = None
     try:
         d = started(QueueDispatcher(), invoker)
-        rec = Recorder()
         cancel = tk_pump(root, d, interval_ms=5)
-        d.submit("c", "t", [rec, lambda x: root.quit()], "hello")
+        d.submit("c", "t", [rec, lambda x: stop[0]()], "hello")
         root.after(5000, root.quit)
         root.mainloop()
         cancel()
-        assert rec.snapshot() == ["hello"] and rec.threads == [threading.current_thread().name]
     finally:
         root.destroy()
+        # Tk aborts the process if its last reference dies on another thread (a later test's
+        # garbage collection on a worker thread): free it here, on this (the Tk) thread.
+        stop.clear()
+        del root, cancel
+        gc.collect()
+    assert rec.snapshot() == ["hello"] and rec.threads == [threading.current_thread().name]
 
 
 def test_qt_pump_uses_an_available_binding(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shutil
 import signal
 import struct
@@ -18,7 +17,7 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import pytest
 
@@ -48,47 +47,6 @@ def _missing() -> Optional[str]:
 
 
 pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
-
-
-@pytest.fixture
-def display() -> Iterator[str]:
-    """A fresh Xvfb server on a free display number (Xvfb picks it: ``-displayfd``)."""
-    read_fd, write_fd = os.pipe()
-    try:
-        xvfb = subprocess.Popen(
-            [
-                "Xvfb",
-                "-displayfd",
-                str(write_fd),
-                "-screen",
-                "0",
-                "1024x768x24",
-                "-nolisten",
-                "tcp",
-            ],
-            pass_fds=(write_fd,),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    except OSError as exc:
-        os.close(read_fd)
-        os.close(write_fd)
-        pytest.skip(f"cannot start Xvfb: {exc}")
-    os.close(write_fd)
-    try:
-        ready, _, _ = select.select([read_fd], [], [], 15.0)
-        number = os.read(read_fd, 32).decode().strip() if ready else ""
-        if not number.isdigit():
-            pytest.skip("Xvfb did not report a display within 15 s")
-        yield f":{number}"
-    finally:
-        os.close(read_fd)
-        xvfb.terminate()
-        try:
-            xvfb.wait(10)
-        except subprocess.TimeoutExpired:
-            xvfb.kill()
-            xvfb.wait(5)
 
 
 def x_env(display: str) -> Dict[str, str]:
