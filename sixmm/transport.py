@@ -129,7 +129,8 @@ class Transport:
             )
         except websocket.WebSocketBadStatusException as exc:
             failure = f"handshake refused: HTTP {exc.status_code}"
-        except (OSError, websocket.WebSocketException) as exc:
+        except Exception as exc:  # OSError, WebSocketException, and whatever else a version
+            # of websocket-client lets out (1.9.0 raises ValueError on a garbage status line)
             failure = f"connect failed: {type(exc).__name__}: {_redact_query(str(exc), url)}"
         if failure:
             # raised outside the except block: the original error (whose text or traceback
