@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from sixmm.protocol import book as book_module
 from sixmm.protocol.book import SPEEDUPS, BookState, Outcome
+from sixmm.protocol.depth import SPEEDUPS as DEPTH_SPEEDUPS
 from sixmm.protocol.depth import DepthMsg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -447,17 +448,20 @@ def test_memory_stays_flat_over_a_long_churn() -> None:
 # -- which implementation runs -------------------------------------------------------------------
 
 
-def test_speedups_loaded_when_required() -> None:
-    # CI sets SIXMM_REQUIRE_SPEEDUPS=1: there, the C path must be the one under test.
+@pytest.mark.parametrize(
+    ("module", "in_use"),
+    [("_bookside", lambda: BookState("X").speedups), ("_depthfast", lambda: DEPTH_SPEEDUPS)],
+)
+def test_speedups_loaded_when_required(module: str, in_use: Callable[[], bool]) -> None:
+    # CI sets SIXMM_REQUIRE_SPEEDUPS=1: there, the C paths must be the ones under test.
     if os.environ.get("SIXMM_REQUIRE_SPEEDUPS") != "1":
-        return
+        pytest.skip("SIXMM_REQUIRE_SPEEDUPS=1 is not set")
     try:
-        importlib.import_module("sixmm.protocol._bookside")
+        importlib.import_module(f"sixmm.protocol.{module}")
         problem = "SIXMM_NO_EXTENSIONS=1 is set"
     except ImportError as exc:
         problem = f"the extension does not import: {exc}"
-    assert SPEEDUPS, f"SIXMM_REQUIRE_SPEEDUPS=1 but the C book is not in use ({problem})"
-    assert BookState("X").speedups
+    assert in_use(), f"SIXMM_REQUIRE_SPEEDUPS=1 but {module} is not in use ({problem})"
 
 
 def _child_env(disable: bool) -> Dict[str, str]:

@@ -388,17 +388,6 @@ def test_memory_stays_flat() -> None:
 # -- which implementation runs -------------------------------------------------------------------
 
 
-def test_speedups_loaded_when_required() -> None:
-    if os.environ.get("SIXMM_REQUIRE_SPEEDUPS") != "1":
-        return
-    try:
-        importlib.import_module("sixmm.protocol._depthfast")
-        problem = "SIXMM_NO_EXTENSIONS=1 is set"
-    except ImportError as exc:
-        problem = f"the extension does not import: {exc}"
-    assert SPEEDUPS, f"SIXMM_REQUIRE_SPEEDUPS=1 but the C depth path is not in use ({problem})"
-
-
 def _child_speedups(disable: bool) -> bool:
     env: Dict[str, str] = {k: v for k, v in os.environ.items() if not k.startswith("SIXMM_")}
     if disable:

@@ -43,12 +43,11 @@ whether it is in use. Setting the environment variable ``SIXMM_NO_EXTENSIONS=1``
 from __future__ import annotations
 
 import enum
-import os
 from bisect import bisect_left, insort
 from decimal import Decimal
-from types import ModuleType
 from typing import Any, Callable, Container, Dict, List, Optional, Tuple
 
+from sixmm.protocol._speedups import load as load_extension
 from sixmm.protocol.depth import DepthMsg, Level
 
 __all__ = ["SPEEDUPS", "BookState", "Outcome", "PriceQty"]
@@ -90,18 +89,7 @@ _CROSSED = Outcome.CROSSED
 _IGNORED = Outcome.IGNORED
 
 
-def _load_speedups() -> Optional[ModuleType]:
-    """The C extension, or None if it is not built or ``SIXMM_NO_EXTENSIONS=1`` is set."""
-    if os.environ.get("SIXMM_NO_EXTENSIONS") == "1":
-        return None
-    try:
-        from sixmm.protocol import _bookside
-    except ImportError:
-        return None
-    return _bookside
-
-
-_speedups = _load_speedups()
+_speedups = load_extension("_bookside")
 
 SPEEDUPS: bool = _speedups is not None
 """True when new books use the C extension :mod:`sixmm.protocol._bookside` by default."""

@@ -33,13 +33,13 @@ every error. :data:`SPEEDUPS` says whether it is in use; ``SIXMM_NO_EXTENSIONS=1
 from __future__ import annotations
 
 import math
-import os
 import re
 from decimal import Decimal
 from operator import itemgetter
 from typing import Any, Callable, Container, FrozenSet, List, Optional, Tuple
 
 from sixmm.errors import ProtocolError
+from sixmm.protocol._speedups import load as load_extension
 
 __all__ = ["MAX_VERSION", "SPEEDUPS", "DepthMsg", "Level", "parse_depth"]
 
@@ -72,18 +72,8 @@ _new = object.__new__
 _CLevels = Callable[[Any, Container[str]], Optional[List[Level]]]
 
 
-def _load_speedups() -> Optional[_CLevels]:
-    """The C fast path, or None if it is not built or ``SIXMM_NO_EXTENSIONS=1`` is set."""
-    if os.environ.get("SIXMM_NO_EXTENSIONS") == "1":
-        return None
-    try:
-        from sixmm.protocol._depthfast import levels
-    except ImportError:
-        return None
-    return levels
-
-
-_c_levels = _load_speedups()
+_depthfast = load_extension("_depthfast")
+_c_levels: Optional[_CLevels] = None if _depthfast is None else _depthfast.levels
 
 SPEEDUPS: bool = _c_levels is not None
 """True when depth levels are validated by the C extension :mod:`sixmm.protocol._depthfast`."""
