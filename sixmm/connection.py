@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Optional
 from .config import Backoff
 from .errors import AuthError, ConnectionLost, ProtocolError
 from .states import ConnState, check_transition
+from .tap import Tap
 from .transport import ConnectionClosed, FrameTimeout, Transport
 
 __all__ = ["Connection", "Session"]
@@ -74,6 +75,7 @@ class Connection:
         max_frame_bytes: int = 16 * 1024 * 1024,
         report: Callable[[BaseException], None] = lambda exc: None,
         clock: Callable[[], float] = time.monotonic,
+        tap: Optional[Tap] = None,
     ) -> None:
         self.name = name
         self.session = session
@@ -86,6 +88,7 @@ class Connection:
         self._max_frame = max_frame_bytes
         self._report = report
         self._clock = clock
+        self._tap = tap
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -174,6 +177,8 @@ class Connection:
             logger.info("connection %s: %s", self.name, exc)
             transport.abort()
             return False
+        if self._tap is not None:
+            self._tap.sent(self.name, text)
         return True
 
     def ping(self) -> None:
@@ -235,9 +240,11 @@ class Connection:
             while not self._stop.is_set():
                 self._set_state(ConnState.CONNECTING, reason)
                 opened_at: Optional[float] = None
+                url = ""
                 try:
+                    url = self.session.url()
                     transport = Transport.connect(
-                        self.session.url(),
+                        url,
                         timeout=self._connect_timeout,
                         ca_certs=self._ca_certs,
                         max_frame_bytes=self._max_frame,
@@ -249,8 +256,10 @@ class Connection:
                 except Exception as exc:  # REST trouble while building the URL included
                     reason = f"connect failed: {exc}"
                     self.failed_attempts += 1
+                    if self._tap is not None:
+                        self._tap.connect_failed(self.name, reason)
                 else:
-                    reason, opened_at = self._serve(transport)
+                    reason, opened_at = self._serve(transport, url)
                 if self._stop.is_set():
                     break
                 if opened_at is not None and self._clock() - opened_at >= self._stable_after:
@@ -283,7 +292,7 @@ class Connection:
                 reason = "stopped"
             self._set_state(ConnState.CLOSED, reason)
 
-    def _serve(self, transport: Transport) -> tuple[str, float]:
+    def _serve(self, transport: Transport, url: str) -> tuple[str, float]:
         """Run one socket until it ends; return (why it ended, when it opened)."""
         opened_at = self._clock()
         self.connects += 1
@@ -296,6 +305,8 @@ class Connection:
             if self._stop.is_set():  # stop() raced with connect: it could not abort us
                 return "stopped", opened_at
             self._set_state(ConnState.OPEN, "socket open")
+            if self._tap is not None:
+                self._tap.opened(self.name, url)
             transport.settimeout(min(1.0, self._stale_after / 4))
             self.last_rx = self._clock()
             self.session.on_open(self)
@@ -313,6 +324,8 @@ class Connection:
             self._bytes_closed += transport.bytes_in
             self.connected_since = None
             transport.close()
+            if self._tap is not None:
+                self._tap.closed(self.name, reason)
             try:
                 self.session.on_closed(self, reason)
             except Exception:
@@ -327,6 +340,7 @@ class Connection:
         clock = self._clock
         stop = self._stop
         stale_after = self._stale_after
+        tap = self._tap
         last_bytes = transport.bytes_in
         while not stop.is_set():
             try:
@@ -340,6 +354,8 @@ class Connection:
                     return f"stale: no frame for {stale_after:.1f}s"
                 continue
             self.messages += 1
+            if tap is not None:
+                tap.received(self.name, payload)
             on_message(self, payload)
             if transport.bytes_in != last_bytes:
                 last_bytes = transport.bytes_in
