@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Optional
 
 from .config import Backoff
 from .errors import AuthError, ConnectionLost, ProtocolError
+from .protocol.framing import CLOSE_NORMAL, FrameError
 from .states import ConnState, check_transition
 from .tap import Tap
 from .transport import ConnectionClosed, FrameTimeout, Transport
@@ -56,9 +57,12 @@ StateListener = Callable[["Connection", ConnState, str], None]
 class Connection:
     """A self-healing WebSocket connection: named thread ``sixmm-<name>``.
 
-    ``stale_after`` seconds without any inbound byte (data, pong, ping) make the reader drop
-    the socket and reconnect. Time spent in inline callbacks does not count as silence: the
-    clock only runs while the reader is waiting on the socket.
+    ``stale_after`` seconds without a *completed* inbound frame (data, ping, pong, close) make
+    the reader drop the socket and reconnect: a frame that starts but does not complete within
+    ``stale_after`` is silence, however many of its bytes trickle in. Time spent in inline
+    callbacks does not count as silence: the clock only runs while the reader is waiting on
+    the socket. ``connect_timeout`` bounds each whole attempt (TCP + TLS + upgrade), and
+    :meth:`stop` aborts an attempt in any phase.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class Connection:
         self._terminal: Optional[BaseException] = None
         self._thread: Optional[threading.Thread] = None
         self._transport: Optional[Transport] = None
+        self._pending: Optional[Transport] = None  # the transport being opened
         self.state = ConnState.IDLE
         # statistics (written by the reader thread only)
         self.messages = 0
@@ -124,9 +129,7 @@ class Connection:
         itself when called from a callback on this connection's thread)."""
         self._stop.set()
         self._wake.set()
-        transport = self._transport
-        if transport is not None:
-            transport.abort()
+        self._abort_all()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -148,9 +151,13 @@ class Connection:
         self._terminal = error
         self._stop.set()
         self._wake.set()
-        transport = self._transport
-        if transport is not None:
-            transport.abort()
+        self._abort_all()
+
+    def _abort_all(self) -> None:
+        """Abort the open transport and the one being opened, if any (any thread)."""
+        for transport in (self._pending, self._transport):
+            if transport is not None:
+                transport.abort()
 
     @property
     def alive(self) -> bool:
@@ -243,12 +250,7 @@ class Connection:
                 url = ""
                 try:
                     url = self.session.url()
-                    transport = Transport.connect(
-                        url,
-                        timeout=self._connect_timeout,
-                        ca_certs=self._ca_certs,
-                        max_frame_bytes=self._max_frame,
-                    )
+                    transport = self._open(url)
                 except AuthError as exc:
                     self._terminal = exc
                     reason = f"credentials rejected: {exc}"
@@ -292,6 +294,23 @@ class Connection:
                 reason = "stopped"
             self._set_state(ConnState.CLOSED, reason)
 
+    def _open(self, url: str) -> Transport:
+        """Open a transport to ``url`` within ``connect_timeout``; :meth:`stop` aborts it."""
+        transport = Transport(
+            url,
+            timeout=self._connect_timeout,
+            ca_certs=self._ca_certs,
+            max_frame_bytes=self._max_frame,
+        )
+        self._pending = transport
+        try:
+            if self._stop.is_set():  # stop() came before _pending was visible to it
+                transport.abort()
+            transport.open()
+        finally:
+            self._pending = None
+        return transport
+
     def _serve(self, transport: Transport, url: str) -> tuple[str, float]:
         """Run one socket until it ends; return (why it ended, when it opened)."""
         opened_at = self._clock()
@@ -301,6 +320,7 @@ class Connection:
         self.connected_since = opened_at
         self._transport = transport
         reason = "closed"
+        close_code = CLOSE_NORMAL
         try:
             if self._stop.is_set():  # stop() raced with connect: it could not abort us
                 return "stopped", opened_at
@@ -314,6 +334,8 @@ class Connection:
         except ConnectionClosed as exc:
             reason = str(exc)
         except ProtocolError as exc:
+            if isinstance(exc, FrameError):
+                close_code = exc.code
             reason = f"protocol error: {exc}"
             self._report(exc)
         except Exception as exc:
@@ -323,7 +345,7 @@ class Connection:
             self._transport = None
             self._bytes_closed += transport.bytes_in
             self.connected_since = None
-            transport.close()
+            transport.close(close_code)
             if self._tap is not None:
                 self._tap.closed(self.name, reason)
             try:
@@ -335,29 +357,38 @@ class Connection:
         return reason, opened_at
 
     def _read_loop(self, transport: Transport) -> str:
+        """Move bytes from the socket into the decoder and messages to the session until the
+        socket ends, stop() is called, or no frame completes within ``stale_after``."""
         on_message = self.session.on_message
-        recv = transport.recv
+        next_frame = transport.decoder.next_frame
+        fill = transport.fill
+        control = transport.control
         clock = self._clock
         stop = self._stop
         stale_after = self._stale_after
         tap = self._tap
-        last_bytes = transport.bytes_in
+        completed = False  # a frame completed since the clock was last read
         while not stop.is_set():
-            try:
-                _opcode, payload = recv()
-            except FrameTimeout:
+            item = next_frame()
+            if item is None:  # the buffer holds no complete frame: read the socket
                 now = clock()
-                if transport.bytes_in != last_bytes:  # a ping/pong or a partial frame arrived
-                    last_bytes = transport.bytes_in
+                if completed:
+                    completed = False
                     self.last_rx = now
                 elif now - self.last_rx > stale_after:
                     return f"stale: no frame for {stale_after:.1f}s"
+                try:
+                    fill()
+                except FrameTimeout:
+                    pass
+                continue
+            completed = True
+            opcode, payload = item
+            if opcode > 2:  # ping, pong, close
+                control(opcode, payload)
                 continue
             self.messages += 1
             if tap is not None:
                 tap.received(self.name, payload)
             on_message(self, payload)
-            if transport.bytes_in != last_bytes:
-                last_bytes = transport.bytes_in
-                self.last_rx = clock()
         return "stopped"

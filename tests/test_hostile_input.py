@@ -532,7 +532,6 @@ GARBAGE = bytes(range(256)) * 4
     "frames",
     [
         pytest.param(ws_frame(GARBAGE, opcode=0x2), id="binary-garbage"),
-        pytest.param(ws_frame(b'\xff\xfe{"topic":"x\xc3("}'), id="invalid-utf8"),
         pytest.param(ws_frame(b"[" * 5000 + b"]" * 5000), id="deep-json"),
         pytest.param(
             ws_frame(b'{"topic":"market.trade.BTCUSDT","event":"data","data":[{"price":NaN}]}'),
@@ -568,6 +567,8 @@ def test_bad_data_frames_are_reported_and_the_connection_kept(frames: bytes) -> 
         pytest.param(ws_frame(b"", length=2**40), "exceeds", id="absurd-length"),
         pytest.param(ws_frame(b"tail", opcode=0x0), "continuation", id="orphan-continuation"),
         pytest.param(b"\x81\x7f", "", id="truncated-then-eof"),
+        # RFC 6455 §8.1: a text message that is not UTF-8 fails the connection (close 1007)
+        pytest.param(ws_frame(b'\xff\xfe{"topic":"x\xc3("}'), "UTF-8", id="invalid-utf8"),
     ],
 )
 def test_unusable_sockets_are_reported_and_replaced(frames: bytes, reason: str) -> None:
@@ -577,7 +578,7 @@ def test_unusable_sockets_are_reported_and_replaced(frames: bytes, reason: str) 
     states = Recorder()
     errors, _trades, stats, connections = _run_against(script, on_state=states)
     assert connections >= 2 and stats["reconnects"] >= 1
-    if reason in ("opcode", "exceeds", "continuation"):
+    if reason in ("opcode", "exceeds", "continuation", "UTF-8"):
         assert any(reason in str(e) for e in errors.snapshot()), errors.snapshot()
     if reason == "1011":
         assert any("1011" in s.reason for s in states.snapshot())
