@@ -177,6 +177,7 @@ class FrameDecoder:
         "_head",
         "_max_fragments",
         "_max_frame",
+        "_peeked",
         "_pos",
         "_utf8",
     )
@@ -199,6 +200,7 @@ class FrameDecoder:
         self._frag_total = 0
         self._frag_count = 0
         self._utf8: Optional[_Utf8Decoder] = None
+        self._peeked = 0  # payload bytes of the pending text frame already validated
         self._failed: Optional[FrameError] = None
 
     @property
@@ -335,10 +337,14 @@ class FrameDecoder:
             start = self._pos + hlen
             end = start + length
             if len(buf) < end:
+                if opcode == OP_TEXT or (opcode == OP_CONT and self._frag_op == OP_TEXT):
+                    self._peek_text(mask, start, len(buf) - start)
                 return None
             payload = bytes(buf[start:end])
             self._pos = end
             self._head = None
+            peeked = self._peeked
+            self._peeked = 0
             if mask:
                 payload = apply_mask(payload, mask)
             if opcode >= 8:
@@ -347,23 +353,27 @@ class FrameDecoder:
                 return opcode, payload
             if opcode != OP_CONT:  # a new message
                 if fin:
-                    if opcode == OP_TEXT and not payload.isascii():
-                        _check_utf8(payload)
+                    if opcode == OP_TEXT:
+                        if peeked:
+                            self._text_part(payload[peeked:], True)
+                            self._utf8 = None
+                        elif not payload.isascii():
+                            _check_utf8(payload)
                     return opcode, payload
                 self._frag_op = opcode
                 self._frag_parts = bytearray(payload)
                 self._frag_total = length
                 self._frag_count = 1
-                self._utf8 = None
                 if opcode == OP_TEXT:
-                    self._utf8 = codecs.getincrementaldecoder("utf-8")().decode
-                    self._text_part(payload, False)
+                    if not peeked:
+                        self._utf8 = codecs.getincrementaldecoder("utf-8")().decode
+                    self._text_part(payload[peeked:], False)
                 continue
             self._frag_parts += payload
             self._frag_total += length
             self._frag_count += 1
             if self._utf8 is not None:
-                self._text_part(payload, fin)
+                self._text_part(payload[peeked:] if peeked else payload, fin)
             if fin:
                 message = bytes(self._frag_parts)
                 op = self._frag_op
@@ -373,6 +383,21 @@ class FrameDecoder:
                 self._frag_count = 0
                 self._utf8 = None
                 return op, message
+
+    def _peek_text(self, mask: bytes, start: int, have: int) -> None:
+        """Validate the UTF-8 of a text frame's payload received so far (fail fast: a frame
+        whose first bytes are not UTF-8 fails before its last byte arrives)."""
+        done = self._peeked
+        if have <= done:
+            return
+        chunk = bytes(self._buf[start + done : start + have])
+        if mask:
+            turn = done & 3
+            chunk = apply_mask(chunk, mask[turn:] + mask[:turn])
+        if self._utf8 is None:
+            self._utf8 = codecs.getincrementaldecoder("utf-8")().decode
+        self._text_part(chunk, False)
+        self._peeked = have
 
     def _text_part(self, payload: bytes, final: bool) -> None:
         decode = self._utf8
