@@ -19,6 +19,9 @@ from .wire import ACK_STYLES, AUTH_FAILURES, DEPTH_STYLES, TRADE_STYLES
 COMMANDS = """\
 control commands (one per line on stdin, with --control or a terminal):
   drop                    abort every WebSocket connection
+  half-frame [SECONDS]    stall every WebSocket mid-frame (a byte a second, no frame completes)
+  trickle-upgrade [COUNT] answer the next COUNT upgrades with a 101 trickled byte by byte
+  redirect URL [STATUS]   answer the next upgrade with a redirect (default 301) to URL
   silent [SECONDS]        stop sending/answering (until 'resume' if no SECONDS)
   resume                  end silence
   gap SYMBOL [N]          next depth update of SYMBOL skips N versions (default 1)
@@ -74,6 +77,7 @@ def _commands(sb: Sandbox, out: Callable[[str], None]) -> Dict[str, Callable[[Li
         out(f"listenKeys: {len(sb.listen_keys)}")
 
     return {
+        **_network_commands(sb, out),
         "drop": lambda a: out(f"dropped {sb.drop_all()}"),
         "silent": lambda a: sb.go_silent(float(a[0]) if a else None),
         "resume": lambda a: sb.resume(),
@@ -91,6 +95,17 @@ def _commands(sb: Sandbox, out: Callable[[str], None]) -> Dict[str, Callable[[Li
         "user": lambda a: out(str(sb.push_user_event(a[0] if a else "ORDER_TRADE_UPDATE"))),
         "burst": lambda a: sb.burst(a[0], int(a[1])),
         "status": status,
+    }
+
+
+def _network_commands(
+    sb: Sandbox, out: Callable[[str], None]
+) -> Dict[str, Callable[[List[str]], None]]:
+    """The socket-level faults (sixmm.sandbox.netfaults)."""
+    return {
+        "half-frame": lambda a: out(f"stalled {sb.stall_half_frame(float(a[0]) if a else 60.0)}"),
+        "trickle-upgrade": lambda a: sb.trickle_handshake(int(a[0]) if a else 1),
+        "redirect": lambda a: sb.redirect_upgrade(a[0], int(a[1]) if len(a) > 1 else 301),
     }
 
 

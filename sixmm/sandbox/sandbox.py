@@ -364,6 +364,26 @@ class Sandbox:
         self._symbol(symbol)
         self._call(lambda: self._server.burst(symbol, n))
 
+    def stall_half_frame(self, seconds: Optional[float] = 60.0, interval: float = 1.0) -> int:
+        """Stall every open WebSocket mid-frame: the header of a 1 KiB text frame, then one
+        payload byte per ``interval`` and nothing else (no data, no pongs), so the socket
+        looks alive byte by byte but no frame completes. After ``seconds`` (``None``: until the
+        frame would be complete) those sockets are aborted. New connections are unaffected.
+        Returns how many sockets were stalled."""
+        return self._call(lambda: self._server.netfaults.stall_half_frame(seconds, interval))
+
+    def trickle_handshake(
+        self, count: int = 1, interval: float = 0.2, seconds: float = 60.0
+    ) -> None:
+        """Answer the next ``count`` upgrades with a ``101`` head trickled one byte per
+        ``interval`` that never ends; the socket is closed after ``seconds``."""
+        self._call(lambda: self._server.netfaults.trickle_handshake(count, interval, seconds))
+
+    def redirect_upgrade(self, location: str, status: int = 301, count: int = 1) -> None:
+        """Answer the next ``count`` upgrades with HTTP ``status`` and ``Location: location``
+        (a client must refuse to follow it)."""
+        self._call(lambda: self._server.netfaults.redirect_upgrade(location, status, count))
+
     # ---------------------------------------------------------------- records
     def book_truth(self, symbol: str) -> Tuple[int, Dict[str, str], Dict[str, str]]:
         """``(version, bids, asks)`` of the true book, as the exact wire strings."""

@@ -27,6 +27,7 @@ from aiohttp import WSMsgType, web
 
 from .auth import Auth
 from .market import DepthEvent, Market
+from .netfaults import NetFaults
 from .userevents import UserEvents
 from .wire import MALFORMED_FRAMES, ack_frame, depth_frame, dumps, push_frame, validate_topic
 
@@ -179,6 +180,7 @@ class Server:
         self._tasks: List[asyncio.Task[None]] = []
         self._handlers: Set[asyncio.Task[Any]] = set()
         self.runner: Optional[web.AppRunner] = None
+        self.netfaults = NetFaults(self)
 
     # ---------------------------------------------------------------- clocks
     def server_ms(self) -> int:
@@ -226,6 +228,7 @@ class Server:
         """Close every WebSocket, stop the tasks and the HTTP server."""
         for task in self._tasks:
             task.cancel()
+        self.netfaults.cancel()
         for conn in list(self.conns.values()):
             conn.close(1001, "server shutting down")
         pending = [t for t in self._handlers if not t.done()]
@@ -332,6 +335,9 @@ class Server:
 
     # ------------------------------------------------------------------- ws
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
+        fault = self.netfaults.take_upgrade()
+        if fault is not None:  # a redirecting or trickled upgrade (sixmm.sandbox.netfaults)
+            return await fault(request)
         # autoping/autoclose off: silence must also swallow pings, and a client's close is
         # answered only after the connection left the registry
         ws = web.WebSocketResponse(
