@@ -299,3 +299,68 @@ def test_handshake_error_texts_are_scrubbed(response: str) -> None:
     assert info.value.__context__ is None and info.value.__cause__ is None
     if "429" in response:
         assert getattr(info.value, "retry_after", None) == 7.0
+
+
+# -- the same faults from the sandbox's --control channel ----------------------------------
+
+
+def test_network_faults_from_the_control_channel() -> None:
+    import subprocess
+    import sys
+
+    from sixmm.protocol.handshake import HandshakeError
+    from sixmm.transport import FrameTimeout
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sixmm.sandbox", "--port", "0", "--control"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        text=True,
+    )
+
+    def command(line: str) -> List[str]:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+        lines = []
+        while True:
+            out = proc.stdout.readline().strip()
+            lines.append(out)
+            if out == "ok" or out.startswith("error") or not out:
+                return lines
+
+    try:
+        assert proc.stdout is not None
+        ws_url = proc.stdout.readline().split("ws=")[1].split()[0]
+        assert command("redirect ws://127.0.0.1:1/ws 307") == ["ok"]
+        with pytest.raises(HandshakeError, match="HTTP 307 redirect") as info:
+            Transport.connect(ws_url, timeout=5)
+        assert info.value.status == 307
+        assert command("trickle-upgrade 1") == ["ok"]
+        with pytest.raises(ConnectionLost, match="not completed within 1s"):
+            Transport.connect(ws_url, timeout=1.0)
+        t = Transport.connect(ws_url, timeout=5)  # faults used up: a normal socket
+        try:
+            t.send_text('{"op":"ping","id":"p1"}')
+            t.settimeout(5)
+            assert b"pong" in t.recv()[1]  # registered by the server
+            assert command("half-frame 10") == ["stalled 1", "ok"]
+            t.settimeout(0.5)
+            deadline = time.monotonic() + 10
+            while t.decoder.buffered < 6 and time.monotonic() < deadline:
+                try:
+                    t.fill()
+                except FrameTimeout:
+                    pass
+                assert t.decoder.next_frame() is None  # bytes arrive, no frame completes
+            assert t.decoder.buffered >= 6
+        finally:
+            t.close()
+        command("quit")
+        proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0

@@ -196,3 +196,117 @@ def test_check_url(url: str, ok: bool) -> None:
     else:
         with pytest.raises(ValueError):
             check_url(url)
+
+
+# -- the transport's own handshake and its use of the pure framing layer ----------------------
+
+
+def test_frames_sent_with_the_101_are_not_lost() -> None:
+    import base64
+    import hashlib
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
+            accept = base64.b64encode(
+                hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+            )
+            conn.sendall(  # the head and the first frame in one write
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                + accept
+                + b"\r\n\r\n"
+                + frame(b"first")
+            )
+            time.sleep(0.2)
+
+    th = threading.Thread(target=serve)
+    th.start()
+    try:
+        t = Transport.connect(f"ws://127.0.0.1:{port}/ws", timeout=5)
+        t.settimeout(5)
+        assert t.recv() == (1, b"first")
+        t.close()
+    finally:
+        th.join(5)
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: d3Jvbmc=\r\n\r\n",
+            "Sec-WebSocket-Accept",
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", "HTTP 200"),
+        (
+            b"HTTP/1.1 308 Permanent Redirect\r\nLocation: ws://127.0.0.1:9/ws\r\n\r\n",
+            "redirects are refused",
+        ),
+    ],
+)
+def test_bad_upgrade_answers_are_refused(answer: bytes, words: str) -> None:
+    from sixmm.errors import ConnectionLost
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(answer)
+            time.sleep(0.2)
+
+    th = threading.Thread(target=serve)
+    th.start()
+    try:
+        with pytest.raises(ConnectionLost, match=words):
+            Transport.connect(f"ws://127.0.0.1:{port}/ws", timeout=5)
+    finally:
+        th.join(5)
+        listener.close()
+
+
+def test_a_protocol_error_is_answered_with_its_close_code() -> None:
+    got: List[Tuple[int, bytes]] = []
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(frame(b"x" * 200, opcode=9))  # a control frame over 125 bytes
+        got.append(read_client_frame(conn))
+
+    with RawServer(script) as srv:
+        t = Transport.connect(srv.url, timeout=5)
+        t.settimeout(5)
+        with pytest.raises(ProtocolError, match="over 125"):
+            t.recv()
+        t.close()
+    assert got and got[0][0] == 8 and got[0][1][:2] == b"\x03\xea"  # 1002
+
+
+def test_client_frames_are_masked_on_the_wire() -> None:
+    raw: List[bytes] = []
+
+    def script(conn: socket.socket) -> None:
+        data = b""
+        while len(data) < 2 + 4 + 5:
+            data += conn.recv(100)
+        raw.append(data)
+
+    with RawServer(script) as srv:
+        t = Transport.connect(srv.url, timeout=5)
+        t.send_text("hello")
+        time.sleep(0.1)
+        t.close()
+    assert raw[0][0] == 0x81 and raw[0][1] == 0x80 | 5
+    key = raw[0][2:6]
+    assert bytes(b ^ key[i % 4] for i, b in enumerate(raw[0][6:11])) == b"hello"
