@@ -310,3 +310,67 @@ def test_client_frames_are_masked_on_the_wire() -> None:
     assert raw[0][0] == 0x81 and raw[0][1] == 0x80 | 5
     key = raw[0][2:6]
     assert bytes(b ^ key[i % 4] for i, b in enumerate(raw[0][6:11])) == b"hello"
+
+
+def test_an_http_proxy_from_the_environment_is_used_through_connect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``http_proxy`` (``https_proxy`` for wss) is honoured with a CONNECT tunnel, as
+    websocket-client did; the target host is resolved by the proxy, not by us."""
+    import socketserver
+
+    requests: List[bytes] = []
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(frame(b"through the tunnel"))
+        time.sleep(0.2)
+
+    with RawServer(script) as srv:
+
+        class Tunnel(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                client = self.request
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += client.recv(4096)
+                requests.append(head)
+                upstream = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+                def pump(a: socket.socket, b: socket.socket) -> None:
+                    try:
+                        while True:
+                            data = a.recv(65536)
+                            if not data:
+                                break
+                            b.sendall(data)
+                    except OSError:
+                        pass
+                    finally:
+                        try:
+                            b.shutdown(socket.SHUT_WR)
+                        except OSError:
+                            pass
+
+                back = threading.Thread(target=pump, args=(upstream, client))
+                back.start()
+                pump(client, upstream)
+                back.join(5)
+                upstream.close()
+
+        with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Tunnel) as proxy:
+            proxy.daemon_threads = True
+            th = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05})
+            th.start()
+            try:
+                monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.server_address[1]}")
+                monkeypatch.delenv("no_proxy", raising=False)
+                monkeypatch.delenv("NO_PROXY", raising=False)
+                t = Transport.connect("ws://exchange.invalid:8765/ws", timeout=5)
+                t.settimeout(5)
+                assert t.recv() == (1, b"through the tunnel")
+                t.close()
+            finally:
+                proxy.shutdown()
+                th.join(5)
+    assert requests and requests[0].startswith(b"CONNECT exchange.invalid:8765 HTTP/1.1\r\n")
