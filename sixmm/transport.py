@@ -193,24 +193,23 @@ class Transport:
         failure: Optional[ConnectionLost] = None
         try:
             self._open(time.monotonic() + self._timeout)
-        except handshake.HandshakeError as exc:
+        except ConnectionLost as exc:  # HandshakeError, or the server hung up mid-upgrade
             failure = exc
         except _Aborted:
             failure = ConnectionLost(f"connect aborted (during {self.phase})")
         except (socket.timeout, TimeoutError):
             failure = ConnectionLost(
-                f"connect failed: handshake not completed within {self._timeout:g}s "
-                f"(during {self.phase})"
+                f"handshake not completed within {self._timeout:g}s (during {self.phase})"
             )
         except ssl.SSLError as exc:
             text = handshake.redact_query(str(exc), url)
-            failure = ConnectionLost(f"connect failed: TLS: {text}")
+            failure = ConnectionLost(f"TLS: {text}")
         except Exception as exc:  # OSError, ValueError from a bad URL, ...
             if self._aborted:
                 failure = ConnectionLost(f"connect aborted (during {self.phase})")
             else:
                 text = handshake.redact_query(str(exc), url)
-                failure = ConnectionLost(f"connect failed: {type(exc).__name__}: {text}")
+                failure = ConnectionLost(f"{type(exc).__name__}: {text}")
         if failure is not None:
             self._drop()
             raise failure  # outside the except blocks: no __context__ kept
@@ -337,7 +336,7 @@ class Transport:
             if not chunk:
                 if self._aborted:
                     raise _Aborted()
-                raise ConnectionLost("connect failed: connection closed during the upgrade")
+                raise ConnectionLost(f"connection closed by the server during the {self.phase}")
             buf += chunk
 
     def _upgrade(self, sock: socket.socket, deadline: float) -> None:
