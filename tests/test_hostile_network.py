@@ -174,6 +174,45 @@ def test_abort_interrupts_transport_open_in_the_upgrade() -> None:
     assert isinstance(errors[0], ConnectionLost) and "aborted" in str(errors[0])
 
 
+def test_abort_interrupts_transport_open_in_the_tcp_connect() -> None:
+    """A listener whose accept queue is full drops our SYN: connect() waits (Linux)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            transport = Transport(f"ws://127.0.0.1:{port}/ws", timeout=60.0)
+            errors: List[BaseException] = []
+
+            def opener() -> None:
+                try:
+                    transport.open()
+                except BaseException as exc:
+                    errors.append(exc)
+
+            thread = threading.Thread(target=opener)
+            thread.start()
+            wait_until(lambda: transport.phase != "new")
+            time.sleep(0.3)  # give the SYN time to be dropped (or, unexpectedly, answered)
+            if transport.phase != "tcp":
+                transport.abort()
+                thread.join(10)
+                pytest.skip("the full accept queue did not hold the connect on this system")
+            transport.abort()
+            thread.join(10)
+            assert not thread.is_alive()
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert isinstance(errors[0], ConnectionLost) and "aborted (during tcp)" in str(errors[0])
+
+
 # -- 11.7: fragment floods ------------------------------------------------------------------
 
 
