@@ -1,9 +1,10 @@
 """sixmm's framing against Autobahn|Testsuite's fuzzingserver: every client case except the
 compression ones (12.*, 13.*) must be OK or INFORMATIONAL (NON-STRICT counts as a failure).
 
-``wstest`` comes from ``pip install autobahntestsuite`` into a CPython 2.7 (see the report in
-``tests/autobahn/client.py``'s docstring); it is looked up as ``$SIXMM_WSTEST``, then on
-``PATH``, then in ``~/.pyenv/versions/2.7*/bin``. Without it the test skips, unless
+``wstest`` comes from ``~/.pyenv/versions/2.7.18/bin/python -m pip install
+autobahntestsuite==25.10.1`` (it runs on CPython 2.7 only; its dependencies are pinned by the
+package itself); it is looked up as ``$SIXMM_WSTEST``, then on ``PATH``, then in
+``~/.pyenv/versions/2.7*/bin``. Without it the test skips, unless
 ``SIXMM_REQUIRE_AUTOBAHN=1``: then it fails.
 """
 
