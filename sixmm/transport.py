@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 import websocket
 
 from .config import DEFAULT_MAX_FRAME_BYTES
-from .errors import ConnectionLost, ProtocolError
+from .errors import ConnectionLost, HandshakeRejected, ProtocolError, parse_retry_after
 
 __all__ = ["ConnectionClosed", "FrameTimeout", "Transport", "check_url"]
 
@@ -77,6 +77,14 @@ def _redact_query(text: str, url: str) -> str:
     return _QUERY_IN_TEXT.sub("?…", text)
 
 
+def _header(headers: Optional[Mapping[str, str]], name: str = "retry-after") -> Optional[str]:
+    """A response header by case-insensitive name (``None`` when absent)."""
+    for key, value in (headers or {}).items():
+        if key.lower() == name:
+            return str(value)
+    return None
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -117,6 +125,7 @@ class Transport:
             sslopt["ca_certs"] = ca_certs
         header: List[str] = [f"{k}: {v}" for k, v in (headers or {}).items()]
         failure = ""
+        rejected: Optional[HandshakeRejected] = None
         try:
             ws = websocket.create_connection(
                 url,
@@ -129,9 +138,14 @@ class Transport:
             )
         except websocket.WebSocketBadStatusException as exc:
             failure = f"handshake refused: HTTP {exc.status_code}"
+            rejected = HandshakeRejected(  # status + Retry-After for sixmm.ratelimit
+                failure, exc.status_code, parse_retry_after(_header(exc.resp_headers))
+            )
         except Exception as exc:  # OSError, WebSocketException, and whatever else a version
             # of websocket-client lets out (1.9.0 raises ValueError on a garbage status line)
             failure = f"connect failed: {type(exc).__name__}: {_redact_query(str(exc), url)}"
+        if rejected is not None:
+            raise rejected
         if failure:
             # raised outside the except block: the original error (whose text or traceback
             # may carry the URL's listenKey/token) is not even kept as __context__

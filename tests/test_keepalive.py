@@ -44,16 +44,22 @@ class FakeRest:
         with self.lock:
             return [k for o, k in self.calls if o == op]
 
-    def create_listen_key(self, *, max_retries: Optional[int] = None) -> str:
+    def create_listen_key(
+        self, *, max_retries: Optional[int] = None, timeout: Optional[float] = None
+    ) -> str:
         self._next("create", None)
         with self.lock:
             self.counter += 1
             return f"key-{self.counter:04d}-0123456789abcdef"
 
-    def renew_listen_key(self, key: str, *, max_retries: Optional[int] = None) -> None:
+    def renew_listen_key(
+        self, key: str, *, max_retries: Optional[int] = None, timeout: Optional[float] = None
+    ) -> None:
         self._next("renew", key)
 
-    def close_listen_key(self, key: str, *, max_retries: Optional[int] = None) -> None:
+    def close_listen_key(
+        self, key: str, *, max_retries: Optional[int] = None, timeout: Optional[float] = None
+    ) -> None:
         self._next("close", key)
 
 
