@@ -252,6 +252,10 @@ class ListenKeyKeeper:
                 now = self._clock()
                 if check_reason is not None:
                     logger.info("private stream refused (%s); checking the listenKey", check_reason)
+                with self._lock:
+                    paced = self._need_new_key and due_at is not None and now < due_at
+                if paced:  # a new key is due after the backoff: a refusal cannot hurry it
+                    check_reason = None
                 if check_reason is not None or renew_requested or due_at is None or now >= due_at:
                     if not self._work():
                         return

@@ -191,18 +191,30 @@ class StreamManager:
         if threading.current_thread() is not threading.main_thread():
             self._shutdown(conns, keeper, deadline)
             return
-        worker = threading.Thread(
-            target=self._shutdown,
-            args=(conns, keeper, deadline),
-            name=_SHUTDOWN_THREAD,
-            daemon=True,
-        )
+        finished = threading.Event()
+
+        def shutdown() -> None:
+            try:
+                self._shutdown(conns, keeper, deadline)
+            finally:
+                finished.set()
+
+        worker = threading.Thread(target=shutdown, name=_SHUTDOWN_THREAD, daemon=True)
         worker.start()
-        while worker.is_alive():
+        # an Event, not join(): a KeyboardInterrupt inside Thread.join() can leave the thread
+        # looking finished while it still runs
+        while not finished.is_set():
+            try:
+                finished.wait(0.1)
+            except KeyboardInterrupt:
+                logger.warning("interrupted again while stopping: the stop is already bounded")
+        for _ in range(50):  # it is returning now: a bounded join, interrupts absorbed
             try:
                 worker.join(0.1)
             except KeyboardInterrupt:
-                logger.warning("interrupted again while stopping: the stop is already bounded")
+                continue
+            if not worker.is_alive():
+                break
 
     def _shutdown(
         self, conns: List[Connection], keeper: Optional[ListenKeyKeeper], deadline: float

@@ -147,6 +147,11 @@ class HostLimiter:
         logger.warning("rate limited by %s (%s): holding for %.1fs", host, scrub(why), seconds)
         return seconds
 
+    def forget(self, host: str) -> None:
+        """Drop every hold and bucket of ``host`` (a fresh start, e.g. between tests)."""
+        with self._lock:
+            self._hosts.pop(host, None)
+
     def held_for(self, host: str) -> float:
         """Seconds left of the hold on ``host`` (0 when none)."""
         with self._lock:
