@@ -341,6 +341,7 @@ def test_handshake_429_holds_every_manager_for_retry_after(quiet: Sandbox) -> No
         assert quiet.wait_for(lambda: quiet.ws_upgrades, timeout=10)
         refused_at = quiet.ws_upgrades[0]["t"]
         assert quiet.ws_upgrades[0]["status"] == 429
+        wait_until(lambda: limiter().held_for(host_of(quiet.ws_url)) > 0)  # the client saw it
         with StreamManager(quiet.ws_url, backoff=fast) as second:  # another manager
             second.trades("ETHUSDT", lambda t: None)
             assert quiet.wait_for(lambda: len(quiet.ws_upgrades) >= 3, timeout=10)
