@@ -4,7 +4,8 @@ Every server-provided text is scrubbed where it enters sixmm; this filter catche
 future code path might forget. A filter on a logger does not apply to its children, so
 :func:`install` puts it on ``sixmm`` and on every ``sixmm.*`` logger that exists (each module
 of the library creates its logger at import; :mod:`sixmm.manager` and the REST client call
-:func:`install` after importing theirs). Idempotent.
+:func:`install` after importing theirs). It also goes on ``urllib3.connectionpool``, whose
+DEBUG lines show the signed request URL. Idempotent.
 
 Thread-safety: ``install`` may run from any thread; the filter is stateless.
 """
@@ -38,11 +39,13 @@ class ScrubFilter(logging.Filter):
 
 
 _FILTER = ScrubFilter()
+#: urllib3 logs each request line at DEBUG, signed query (``signature=...``) included
+_THIRD_PARTY = ("urllib3.connectionpool",)
 
 
 def install() -> None:
     """Attach the filter to ``sixmm`` and every existing ``sixmm.*`` logger (idempotent)."""
-    names = ["sixmm"] + [
+    names = ["sixmm", *_THIRD_PARTY] + [
         name for name in list(logging.Logger.manager.loggerDict) if name.startswith("sixmm.")
     ]
     for name in names:

@@ -73,6 +73,10 @@ class StreamManager:
     - ``on_error(exc)``: a callback raised (``CallbackError``), a frame was malformed
       (``ProtocolError``), a subscription was refused (``SubscriptionError``), credentials were
       rejected (``AuthError``)... The stream goes on unless the error is terminal.
+      Repeated failures are paced: a failed connect reaches it as ``ConnectionLost`` (or
+      ``HandshakeRejected``) the first time, on a change of reason, then every 10th attempt
+      in a row (``sixmm.config.ReportPacing``); without ``on_error`` they are logged as
+      warnings.
     - ``on_gap(GapEvent)``: after a reconnect, the window (ms) in which a topic's messages may
       be missing: backfill over REST if it matters.
 
@@ -115,6 +119,7 @@ class StreamManager:
         self.rest = rest
         self._dispatcher: Dispatcher = dispatcher if dispatcher is not None else InlineDispatcher()
         self._invoker = Invoker(on_error, slow_callback=slow_callback)
+        self._has_on_error = on_error is not None
         self._on_state = on_state
         self._on_gap = on_gap
         self._backoff = backoff if backoff is not None else Backoff()
@@ -560,7 +565,11 @@ class StreamManager:
     def _report(self, lane: str, error: BaseException) -> None:
         """``on_error``, with any credential scrubbed out of the error's text (defence in
         depth: the sources scrub server-provided text already)."""
-        self._dispatcher.report(lane, _scrubbed(error))
+        error = _scrubbed(error)
+        if not self._has_on_error and isinstance(error, ConnectionLost):
+            # already paced at the source: with nobody listening, say it where people look
+            logger.warning("%s: %s: %s", lane, type(error).__name__, error)
+        self._dispatcher.report(lane, error)
 
     def _conn_state(self, conn: Connection, new: ConnState, reason: str) -> None:
         reason = scrub(reason)

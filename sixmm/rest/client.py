@@ -23,6 +23,7 @@ from urllib.parse import quote, urlencode
 import requests
 from requests.auth import AuthBase
 
+from sixmm import logscrub
 from sixmm.config import DEFAULT_REST_TIMEOUT, DEFAULT_REST_URL, Backoff
 from sixmm.errors import ApiError, AuthError, ConnectionLost, parse_retry_after
 from sixmm.protocol import redact
@@ -138,6 +139,7 @@ class RestClient:
         for secret in (api_key, api_secret, token):
             redact.remember(secret)  # scrubbed from every text in the process from now on
         self._host = host_of(self._base_url)
+        logscrub.install()
         self._auth: Optional[AuthBase]
         if api_key is not None and api_secret is not None:
             self._auth = HmacAuth(api_key, api_secret, self._now_ms)
