@@ -27,6 +27,7 @@ class HttpFaults:
         self.limits: List[Dict[str, Any]] = []
         self.stalls: List[Dict[str, Any]] = []
         self.upgrades: List[Dict[str, Any]] = []
+        self.closed = False  # the sandbox is stopping: stalled calls end now
 
     def add_limit(
         self,

@@ -61,8 +61,10 @@ class RestApi:
         faults = self.server.http_faults
         headers: Dict[str, str] = {}
         stall = faults.take_stall(request.method, request.path)
-        if stall is not None:
-            await asyncio.sleep(stall)  # a server that answers late (or never)
+        if stall is not None:  # a server that answers late (or never, until it stops)
+            until = asyncio.get_running_loop().time() + stall
+            while not faults.closed and asyncio.get_running_loop().time() < until:
+                await asyncio.sleep(0.05)
         limited = faults.take_limit("rest", request.path)
         try:
             if limited is not None:

@@ -226,6 +226,7 @@ class Server:
 
     async def stop(self) -> None:
         """Close every WebSocket, stop the tasks and the HTTP server."""
+        self.http_faults.closed = True  # stalled REST calls answer now
         for task in self._tasks:
             task.cancel()
         for conn in list(self.conns.values()):
