@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Optional
 
 from sixmm.config import DEFAULT_LISTEN_KEY_RENEW_INTERVAL, DEFAULT_REPORT_PACING, Backoff
 from sixmm.errors import AuthError, ConnectionLost
-from sixmm.protocol.redact import scrub
+from sixmm.protocol.redact import remember, scrub
 from sixmm.protocol.rest import is_transient
 from sixmm.ratelimit import host_of, limiter
 from sixmm.rest.client import RestClient
@@ -398,7 +398,9 @@ class ListenKeyKeeper:
             self._host, "listen_key", self._stop_event
         ):
             raise ConnectionLost("listenKey creation abandoned: stopping")
-        return self._rest.create_listen_key(max_retries=max_retries)
+        key = self._rest.create_listen_key(max_retries=max_retries)
+        remember(key)  # RestClient does too; any stand-in client is covered as well
+        return key
 
     def _close_quietly(self, key: str, why: str, timeout: Optional[float] = None) -> None:
         try:
