@@ -14,6 +14,8 @@ __all__ = [
     "DEFAULT_REST_URL",
     "DEFAULT_WS_URL",
     "Backoff",
+    "RateLimitPolicy",
+    "ReportPacing",
 ]
 
 DEFAULT_WS_URL = "wss://6mm.com/ws"
@@ -70,3 +72,50 @@ class Backoff:
     def exhausted(self, attempt: int) -> bool:
         """True when ``attempt`` consecutive failures used up ``max_attempts``."""
         return self.max_attempts is not None and attempt >= self.max_attempts
+
+
+def _check_non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:  # type: ignore[type-arg]
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _check_at_least_one(instance: object, attribute: attrs.Attribute, value: int) -> None:  # type: ignore[type-arg]
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1, got {value!r}")
+
+
+@attrs.frozen
+class RateLimitPolicy:
+    """The process-wide limits of :mod:`sixmm.ratelimit`, per host (``host:port``).
+
+    WebSocket connects and listenKey creations each go through a token bucket per host shared
+    by every ``StreamManager`` in the process: ``*_burst`` at once, then one every
+    ``1 / *_per_second`` seconds. A handshake or REST call answered ``429``/``418``/``503``
+    with ``Retry-After`` holds every connect, listenKey call and keepalive call to that host
+    for that long, at most ``max_retry_after`` seconds (a hostile server cannot park the
+    client for a day). Change it with ``sixmm.ratelimit.configure(RateLimitPolicy(...))``.
+
+    Thread-safety: immutable; share freely.
+    """
+
+    connects_per_second: float = attrs.field(default=10.0, validator=_check_positive)
+    connect_burst: int = attrs.field(default=20, validator=_check_at_least_one)
+    listen_keys_per_second: float = attrs.field(default=1.0, validator=_check_positive)
+    listen_key_burst: int = attrs.field(default=3, validator=_check_at_least_one)
+    max_retry_after: float = attrs.field(default=300.0, validator=_check_non_negative)
+
+
+@attrs.frozen
+class ReportPacing:
+    """How often a repeated failure reaches ``on_error``: the first one, then whenever its
+    reason changes, then every ``every``-th failure in a row (connect failures, fresh
+    listenKeys refused on arrival).
+
+    Thread-safety: immutable; share freely.
+    """
+
+    every: int = attrs.field(default=10, validator=_check_at_least_one)
+
+
+DEFAULT_RATE_LIMIT = RateLimitPolicy()
+DEFAULT_REPORT_PACING = ReportPacing()

@@ -16,9 +16,12 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional
 
-from .config import Backoff
-from .errors import AuthError, ConnectionLost, ProtocolError
+from .config import DEFAULT_REPORT_PACING, Backoff, ReportPacing
+from .errors import AuthError, ConnectionLost, HandshakeRejected, ProtocolError
+from .pacing import Pacer
 from .protocol.framing import CLOSE_NORMAL, FrameError
+from .protocol.redact import scrub
+from .ratelimit import ConnectGate
 from .states import ConnState, check_transition
 from .tap import Tap
 from .transport import ConnectionClosed, FrameTimeout, Transport
@@ -80,6 +83,8 @@ class Connection:
         report: Callable[[BaseException], None] = lambda exc: None,
         clock: Callable[[], float] = time.monotonic,
         tap: Optional[Tap] = None,
+        gate: Optional[ConnectGate] = None,
+        report_pacing: ReportPacing = DEFAULT_REPORT_PACING,
     ) -> None:
         self.name = name
         self.session = session
@@ -93,6 +98,9 @@ class Connection:
         self._report = report
         self._clock = clock
         self._tap = tap
+        self._gate = gate
+        self._pacer = Pacer(report_pacing)  # connect failures reported to on_error
+        self._immediate_used = False  # the one immediate retry since the last stable socket
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -107,6 +115,7 @@ class Connection:
         self.connects = 0
         self.reconnects = 0
         self.failed_attempts = 0
+        self.paced_restarts = 0  # restarts refused an immediate reconnect (a storm)
         self.last_reason = ""
         self.connected_since: Optional[float] = None
         self._bytes_closed = 0  # bytes of previous sockets
@@ -137,7 +146,10 @@ class Connection:
                 logger.warning("connection %s did not stop within %.1fs", self.name, timeout)
 
     def restart(self, reason: str) -> None:
-        """Drop the current socket and reconnect at once (no backoff), e.g. with a new key."""
+        """Drop the current socket and reconnect, e.g. with a new key: at once the first
+        time; until a socket has lived ``stable_after`` seconds, every further reconnect goes
+        through the backoff (a key refused on arrival cannot start a storm)."""
+        reason = scrub(reason)
         logger.info("connection %s: restarting (%s)", self.name, reason)
         self._skip_backoff = True
         self.last_reason = reason
@@ -246,6 +258,8 @@ class Connection:
         try:
             while not self._stop.is_set():
                 self._set_state(ConnState.CONNECTING, reason)
+                if self._gate is not None and not self._gate.wait(self._stop):
+                    break  # stopped while queued for a connect token (sixmm.ratelimit)
                 opened_at: Optional[float] = None
                 url = ""
                 try:
@@ -258,30 +272,36 @@ class Connection:
                 except Exception as exc:  # REST trouble while building the URL included
                     reason = f"connect failed: {exc}"
                     self.failed_attempts += 1
+                    self._connect_failed(exc, reason)
                     if self._tap is not None:
                         self._tap.connect_failed(self.name, reason)
                 else:
                     reason, opened_at = self._serve(transport, url)
                 if self._stop.is_set():
                     break
-                if opened_at is not None and self._clock() - opened_at >= self._stable_after:
-                    attempt = 0
+                if opened_at is not None:
+                    self._pacer.reset()
+                    if self._clock() - opened_at >= self._stable_after:
+                        attempt = 0
+                        self._immediate_used = False
                 if self._skip_backoff:
                     self._skip_backoff = False
-                    self._set_state(ConnState.BACKOFF, f"{reason}; reconnecting now")
-                    self._wake.clear()
-                    continue
+                    if not self._immediate_used:  # one immediate retry, then the backoff
+                        self._immediate_used = True
+                        self._set_state(ConnState.BACKOFF, f"{reason}; reconnecting now")
+                        self._wake.clear()
+                        continue
+                    self.paced_restarts += 1
                 if self._backoff.exhausted(attempt):
                     reason = f"gave up after {attempt} attempts: {reason}"
                     self._terminal = ConnectionLost(reason)
                     break
                 delay = self._backoff.delay(attempt)
+                if self._gate is not None:
+                    delay = max(delay, self._gate.held_for())
                 attempt += 1
                 self._set_state(ConnState.BACKOFF, f"{reason}; retry in {delay:.2f}s")
-                self._wake.wait(delay)
-                self._wake.clear()
-                if self._skip_backoff:
-                    self._skip_backoff = False
+                self._backoff_wait(delay)
         except BaseException as exc:  # a bug in sixmm: log it, never die silently
             logger.exception("connection %s: reader loop crashed", self.name)
             reason = f"internal error: {exc!r}"
@@ -310,6 +330,36 @@ class Connection:
         finally:
             self._pending = None
         return transport
+
+    def _backoff_wait(self, delay: float) -> None:
+        """Wait ``delay`` seconds; ``stop()`` ends it, and so does a ``restart()`` while the
+        one immediate retry is unused."""
+        end = time.monotonic() + delay
+        while not self._stop.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            self._wake.wait(left)
+            self._wake.clear()
+            if self._skip_backoff and not self._immediate_used:
+                self._skip_backoff = False
+                self._immediate_used = True
+                return
+        if self._skip_backoff:  # a restart waited for the backoff: the next attempt serves it
+            self._skip_backoff = False
+            if not self._stop.is_set():
+                self.paced_restarts += 1
+
+    def _connect_failed(self, error: BaseException, reason: str) -> None:
+        """Hold the host on a rate-limit refusal; report the failure to ``on_error``, paced:
+        the first, on a change of reason, then every N-th (``ReportPacing``)."""
+        if self._gate is not None:
+            self._gate.rejected(error)
+        if self._pacer.should_report(reason):
+            if isinstance(error, HandshakeRejected):
+                self._report(error)  # its text is sixmm's own; .status/.retry_after for users
+            else:
+                self._report(ConnectionLost(scrub(reason)))
 
     def _serve(self, transport: Transport, url: str) -> tuple[str, float]:
         """Run one socket until it ends; return (why it ended, when it opened)."""

@@ -14,6 +14,7 @@ __all__ = [
     "AuthError",
     "CallbackError",
     "ConnectionLost",
+    "HandshakeRejected",
     "ProtocolError",
     "QueueOverflow",
     "SixMMError",
@@ -49,6 +50,8 @@ class ApiError(SixMMError):
         self.message = message
         self.request_id = request_id
         self.http_status = http_status
+        #: seconds from the response's ``Retry-After`` header (``None`` when absent)
+        self.retry_after: Optional[float] = None
 
     def __str__(self) -> str:
         parts = [f"code={self.code}" if self.code is not None else "code=None"]
@@ -131,3 +134,33 @@ class QueueOverflow(SixMMError, BufferError):
         self.topic = topic
         self.dropped = dropped
         self.maxsize = maxsize
+
+
+class HandshakeRejected(ConnectionLost):
+    """The WebSocket upgrade was answered with an HTTP status instead of ``101``.
+
+    ``status`` is that HTTP status (``None`` when the answer was not HTTP); ``retry_after``
+    the seconds of its ``Retry-After`` header (``None`` when absent or not in seconds).
+    A ``429``/``418``/``503`` with ``Retry-After`` holds every connect to that host in the
+    process for at least that long (:mod:`sixmm.ratelimit`).
+
+    Thread-safety: plain exception values; safe to pass between threads.
+    """
+
+    def __init__(
+        self, message: str, status: Optional[int] = None, retry_after: Optional[float] = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds from a ``Retry-After`` header given in seconds (HTTP dates are ignored)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None

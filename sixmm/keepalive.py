@@ -4,7 +4,11 @@ One :class:`ListenKeyKeeper` owns one listenKey and one thread (``sixmm-listenke
 Outcomes are reported, never swallowed: every renewal success or failure goes to
 ``on_status``; a key that the server no longer knows is replaced and the new one handed to
 ``on_new_key``; rejected credentials end the keeper through ``on_fatal`` (no retry storm).
-Rules from PROTOCOL.md §5 and §8. The key itself never appears in logs or status texts.
+Keys are created through the process-wide limiter (:mod:`sixmm.ratelimit`, kind
+``listen_key``), and a fresh key that is refused before the stream ever accepted it ("dead on
+arrival") is replaced once at once, then only after the backoff: a failing key service cannot
+start a storm. Rules from PROTOCOL.md §5 and §8. The key itself never appears in logs or status
+texts: every server-provided text is scrubbed (:func:`sixmm.protocol.redact.scrub`).
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional
 
-from sixmm.config import DEFAULT_LISTEN_KEY_RENEW_INTERVAL, Backoff
-from sixmm.errors import AuthError
+from sixmm.config import DEFAULT_LISTEN_KEY_RENEW_INTERVAL, DEFAULT_REPORT_PACING, Backoff
+from sixmm.errors import AuthError, ConnectionLost
+from sixmm.protocol.redact import remember, scrub
 from sixmm.protocol.rest import is_transient
+from sixmm.ratelimit import host_of, limiter
 from sixmm.rest.client import RestClient
 
 __all__ = ["ListenKeyKeeper"]
@@ -26,8 +32,12 @@ logger = logging.getLogger(__name__)
 _THREAD_NAME = "sixmm-listenkey"
 
 
+#: fresh keys refused in a row before ``on_status("dead_on_arrival", ...)`` first fires
+DEAD_KEYS_REPORT_AFTER = 3
+
+
 def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
+    return scrub(f"{type(error).__name__}: {error}")
 
 
 class ListenKeyKeeper:
@@ -42,7 +52,10 @@ class ListenKeyKeeper:
     Callbacks run on the keeper thread (``on_status("closed", ...)`` on the thread calling
     ``stop()``); exceptions they raise are logged and ignored.
 
-    Status kinds: ``created``, ``renewed``, ``renew_failed``, ``recreated``, ``closed``, ``fatal``.
+    Status kinds: ``created``, ``renewed``, ``renew_failed``, ``recreated``, ``closed``, ``fatal``,
+    ``dead_on_arrival`` (after :data:`DEAD_KEYS_REPORT_AFTER` fresh keys refused in a row,
+    then every ``ReportPacing.every`` more; the stream should tell ``on_error``).
+    ``key_accepted()`` (the stream authenticated with the current key) ends such a run.
 
     Thread-safety: all methods may be called from any thread, including from the callbacks.
     """
@@ -86,6 +99,12 @@ class ListenKeyKeeper:
         self._renewals = 0
         self._renew_failures = 0
         self._recreations = 0
+        base_url = getattr(rest, "base_url", None)  # None: a stand-in client, no limiter
+        self._host = host_of(base_url) if isinstance(base_url, str) and base_url else None
+        self._unproven = False  # the current key was created and not yet accepted by a stream
+        self._dead_in_row = 0  # fresh keys refused on arrival, in a row
+        self._dead_total = 0
+        self._paced_creations = 0  # creations delayed by the backoff (a storm held off)
 
     def __repr__(self) -> str:
         with self._lock:
@@ -117,12 +136,13 @@ class ListenKeyKeeper:
                     raise RuntimeError("ListenKeyKeeper was stopped; create a new one")
                 if self._thread is not None and self._key is not None:
                     return self._key
-            key = self._rest.create_listen_key()
+            key = self._create(None)
             now = self._clock()
             with self._lock:
                 stopped = self._stopped
                 if not stopped:
                     self._key = key
+                    self._unproven = True
                     self._last_ok_at = now
                     self._next_renew_at = now + self._interval
                     thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
@@ -134,11 +154,19 @@ class ListenKeyKeeper:
             logger.info("listenKey created; renewing every %.0fs", self._interval)
             return key
 
+    def interrupt(self) -> None:
+        """End any wait of the keeper (a queued key creation, the schedule) without stopping
+        it yet: the first step of a bounded stop. Non-blocking; idempotent."""
+        self._stop_event.set()
+        self._wake.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread (bounded join, never joins itself) and close the key best effort.
 
-        Idempotent; safe from any thread, including the keeper's own callbacks.
+        ``timeout`` bounds the whole stop, the ``DELETE`` of the key included. Idempotent;
+        safe from any thread, including the keeper's own callbacks.
         """
+        deadline = time.monotonic() + timeout
         with self._lock:
             if self._stopped:
                 return
@@ -147,14 +175,18 @@ class ListenKeyKeeper:
         self._stop_event.set()
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+            thread.join(max(0.0, min(timeout / 2, deadline - time.monotonic())))
             if thread.is_alive():
-                logger.warning("listenKey thread did not stop within %.1fs", timeout)
+                logger.warning("listenKey thread did not stop within %.1fs", timeout / 2)
         with self._lock:
             key, self._key = self._key, None
             fatal = self._fatal is not None
         if key is not None and not fatal:
-            self._close_quietly(key, "stop")
+            left = deadline - time.monotonic()
+            if left > 0.01:
+                self._close_quietly(key, "stop", timeout=left)
+            else:
+                logger.warning("listenKey left to expire: no time left to close it")
         if thread is not None:
             self._emit_status("closed", "keeper stopped")
 
@@ -166,6 +198,12 @@ class ListenKeyKeeper:
                 return
             self._check_reason = reason or "private stream refused"
         self._wake.set()
+
+    def key_accepted(self) -> None:
+        """The private stream authenticated with the current key: it is not dead on arrival."""
+        with self._lock:
+            self._unproven = False
+            self._dead_in_row = 0
 
     def renew_now(self) -> None:
         """Renew immediately (on the keeper thread) instead of waiting for the schedule."""
@@ -193,6 +231,9 @@ class ListenKeyKeeper:
                 ),
                 "has_key": self._key is not None,
                 "fatal": self._fatal is not None,
+                "dead_on_arrival": self._dead_total,
+                "dead_on_arrival_in_row": self._dead_in_row,
+                "paced_creations": self._paced_creations,
             }
 
     # ----------------------------------------------------------------- keeper thread
@@ -211,6 +252,10 @@ class ListenKeyKeeper:
                 now = self._clock()
                 if check_reason is not None:
                     logger.info("private stream refused (%s); checking the listenKey", check_reason)
+                with self._lock:
+                    paced = self._need_new_key and due_at is not None and now < due_at
+                if paced:  # a new key is due after the backoff: a refusal cannot hurry it
+                    check_reason = None
                 if check_reason is not None or renew_requested or due_at is None or now >= due_at:
                     if not self._work():
                         return
@@ -234,6 +279,11 @@ class ListenKeyKeeper:
         key = self.key
         if key is None:
             return False
+        held = 0.0 if self._host is None else limiter().held_for(self._host)
+        if held > 0:  # Retry-After from this host: no call before it ends
+            with self._lock:
+                self._next_renew_at = self._clock() + held
+            return True
         try:
             self._rest.renew_listen_key(key, max_retries=0)
         except AuthError as exc:
@@ -245,10 +295,38 @@ class ListenKeyKeeper:
             if is_transient(exc):
                 self._failed(f"renewal failed: {_describe(exc)}")
                 return True
-            logger.warning("listenKey renewal says the key is gone (%s); creating a new one", exc)
+            reason = _describe(exc)
             with self._lock:
                 self._need_new_key = True
-                self._next_renew_at = None  # work on it at once
+                dead = self._unproven
+                if dead:
+                    self._unproven = False
+                    self._dead_in_row += 1
+                    self._dead_total += 1
+                in_row = self._dead_in_row
+                delay = 0.0 if in_row <= 1 else self._backoff.delay(in_row - 2)
+                if delay > 0:
+                    self._paced_creations += 1
+                self._next_renew_at = self._clock() + delay  # at once the first time
+            if not dead:
+                logger.warning(
+                    "listenKey renewal says the key is gone (%s); creating a new one", reason
+                )
+                return True
+            logger.warning(
+                "listenKey refused on arrival (%d in a row: %s); a new one in %.1fs",
+                in_row,
+                reason,
+                delay,
+            )
+            every = DEFAULT_REPORT_PACING.every
+            n = in_row - DEAD_KEYS_REPORT_AFTER
+            if n >= 0 and n % every == 0:
+                self._emit_status(
+                    "dead_on_arrival",
+                    f"{in_row} fresh listenKeys in a row were refused on arrival ({reason}); "
+                    "creating new ones with backoff",
+                )
             return True
         now = self._clock()
         with self._lock:
@@ -262,7 +340,7 @@ class ListenKeyKeeper:
 
     def _recreate(self) -> bool:
         try:
-            new_key = self._rest.create_listen_key(max_retries=0)
+            new_key = self._create(0)
         except AuthError as exc:
             self._go_fatal(exc)
             return False
@@ -277,6 +355,7 @@ class ListenKeyKeeper:
             old_key = self._key
             if not stopped:
                 self._key = new_key
+                self._unproven = True
                 self._need_new_key = False
                 self._recreations += 1
                 self._failures = 0
@@ -313,11 +392,21 @@ class ListenKeyKeeper:
 
     # ----------------------------------------------------------------- helpers
 
-    def _close_quietly(self, key: str, why: str) -> None:
+    def _create(self, max_retries: Optional[int]) -> str:
+        """One key creation through the process-wide limiter (interrupted by stop)."""
+        if self._host is not None and not limiter().acquire(
+            self._host, "listen_key", self._stop_event
+        ):
+            raise ConnectionLost("listenKey creation abandoned: stopping")
+        key = self._rest.create_listen_key(max_retries=max_retries)
+        remember(key)  # RestClient does too; any stand-in client is covered as well
+        return key
+
+    def _close_quietly(self, key: str, why: str, timeout: Optional[float] = None) -> None:
         try:
-            self._rest.close_listen_key(key, max_retries=0)
+            self._rest.close_listen_key(key, max_retries=0, timeout=timeout)
         except Exception as exc:
-            logger.warning("closing listenKey (%s) failed: %s", why, exc)
+            logger.warning("closing listenKey (%s) failed: %s", why, _describe(exc))
         else:
             logger.debug("listenKey closed (%s)", why)
 

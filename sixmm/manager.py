@@ -13,6 +13,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
+from . import logscrub
 from .config import (
     DEFAULT_LISTEN_KEY_RENEW_INTERVAL,
     DEFAULT_MAX_FRAME_BYTES,
@@ -25,10 +26,12 @@ from .config import (
 )
 from .connection import Connection
 from .dispatch import Dispatcher, InlineDispatcher, Invoker
+from .errors import ApiError, ConnectionLost
 from .orderbook import OrderBook
 from .private import UserSession
 from .protocol.events import Event
 from .protocol.frames import RequestIds, decode
+from .protocol.redact import scrub
 from .protocol.topics import (
     TICKERS_TOPIC,
     depth_topic,
@@ -38,6 +41,7 @@ from .protocol.topics import (
     trade_topic,
 )
 from .public import PublicSession
+from .ratelimit import ConnectGate, host_of, limiter
 from .states import ConnState, GapEvent, StateEvent, StreamState, public_state
 from .subscriptions import Callback, Route, Subscription
 from .supervisor import Heartbeat
@@ -52,6 +56,8 @@ __all__ = ["StreamManager"]
 logger = logging.getLogger(__name__)
 
 _STATE_TOPIC = "sixmm.state"
+#: a second Ctrl-C during stop() only hurries it: it never skips closing the listenKey
+_SHUTDOWN_THREAD = "sixmm-shutdown"
 _GAP_TOPIC = "sixmm.gap"
 
 
@@ -67,6 +73,10 @@ class StreamManager:
     - ``on_error(exc)``: a callback raised (``CallbackError``), a frame was malformed
       (``ProtocolError``), a subscription was refused (``SubscriptionError``), credentials were
       rejected (``AuthError``)... The stream goes on unless the error is terminal.
+      Repeated failures are paced: a failed connect reaches it as ``ConnectionLost`` (or
+      ``HandshakeRejected``) the first time, on a change of reason, then every 10th attempt
+      in a row (``sixmm.config.ReportPacing``); without ``on_error`` they are logged as
+      warnings.
     - ``on_gap(GapEvent)``: after a reconnect, the window (ms) in which a topic's messages may
       be missing: backfill over REST if it matters.
 
@@ -109,6 +119,7 @@ class StreamManager:
         self.rest = rest
         self._dispatcher: Dispatcher = dispatcher if dispatcher is not None else InlineDispatcher()
         self._invoker = Invoker(on_error, slow_callback=slow_callback)
+        self._has_on_error = on_error is not None
         self._on_state = on_state
         self._on_gap = on_gap
         self._backoff = backoff if backoff is not None else Backoff()
@@ -139,6 +150,7 @@ class StreamManager:
         self._started = False
         self._stopping = False
         self._done = threading.Event()
+        logscrub.install()
         self._heartbeat = Heartbeat(self._connections, self._send_ping, ping_interval=ping_interval)
 
     # -- context manager and life cycle -------------------------------------------------
@@ -168,7 +180,9 @@ class StreamManager:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close every connection, close the listenKey, join every thread (idempotent; safe
-        from inside a callback). ``timeout`` bounds the whole stop."""
+        from inside a callback). ``timeout`` bounds the whole stop, the listenKey ``DELETE``
+        included. On the main thread the work runs on a helper thread: a Ctrl-C during the
+        stop is absorbed (it never skips closing the key, never escapes as a traceback)."""
         with self._lock:
             already, self._stopping = self._stopping, True
             conns = self._connections()
@@ -179,16 +193,48 @@ class StreamManager:
                 self._join_stopped(timeout)
             return
         deadline = time.monotonic() + timeout
+        if threading.current_thread() is not threading.main_thread():
+            self._shutdown(conns, keeper, deadline)
+            return
+        finished = threading.Event()
 
-        def left() -> float:
-            return max(0.05, deadline - time.monotonic())
+        def shutdown() -> None:
+            try:
+                self._shutdown(conns, keeper, deadline)
+            finally:
+                finished.set()
 
+        worker = threading.Thread(target=shutdown, name=_SHUTDOWN_THREAD, daemon=True)
+        worker.start()
+        # an Event, not join(): a KeyboardInterrupt inside Thread.join() can leave the thread
+        # looking finished while it still runs
+        while not finished.is_set():
+            try:
+                finished.wait(0.1)
+            except KeyboardInterrupt:
+                logger.warning("interrupted again while stopping: the stop is already bounded")
+        for _ in range(50):  # it is returning now: a bounded join, interrupts absorbed
+            try:
+                worker.join(0.1)
+            except KeyboardInterrupt:
+                continue
+            if not worker.is_alive():
+                break
+
+    def _shutdown(
+        self, conns: List[Connection], keeper: Optional[ListenKeyKeeper], deadline: float
+    ) -> None:
+        def left(reserve: float = 0.0) -> float:
+            return max(0.01, deadline - time.monotonic() - reserve)
+
+        if keeper is not None:
+            keeper.interrupt()  # a reader queued for a key creation gives up now
         for conn in conns:  # wake all first, then join: they stop in parallel
             conn.stop(0)
         for conn in conns:
-            conn.stop(left())
+            conn.stop(left(0.2))
         if keeper is not None:
-            keeper.stop(left())
+            keeper.stop(left(0.1))  # the DELETE of the key fits in what is left
         self._heartbeat.stop(left())
         self._dispatcher.stop(left())
         self._done.set()
@@ -213,7 +259,7 @@ class StreamManager:
                     return False
         except KeyboardInterrupt:
             logger.info("interrupted: stopping")
-            self.stop()
+            self.stop()  # a second Ctrl-C meanwhile is absorbed by stop()
             return True
 
     def _join_stopped(self, timeout: float) -> None:
@@ -325,9 +371,9 @@ class StreamManager:
         no_calls = {"calls": 0, "errors": 0, "slow": 0, "p50_ms": None, "p99_ms": None}
         connections: Dict[str, Any] = {}
         for session, conn in public:
-            connections[conn.name] = {**conn.stats(), **session.stats()}
+            connections[conn.name] = self._conn_stats(conn, session.stats())
         if user is not None:
-            connections[user[1].name] = {**user[1].stats(), **user[0].stats()}
+            connections[user[1].name] = self._conn_stats(user[1], user[0].stats())
         topics: Dict[str, Any] = {}
         books: Dict[str, Any] = {}
         for topic, route in routes.items():
@@ -343,6 +389,31 @@ class StreamManager:
             "books": books,
             "dispatcher": self._dispatcher.stats(),
             "heartbeat": {"pings_sent": self._heartbeat.pings_sent},
+            "rate_limits": self._rate_limit_stats(),
+        }
+
+    @staticmethod
+    def _conn_stats(conn: Connection, session_stats: Dict[str, Any]) -> Dict[str, Any]:
+        out = {**conn.stats(), **session_stats}
+        out["paced_restarts"] = conn.paced_restarts
+        out["last_reason"] = scrub(str(out.get("last_reason", "")))
+        return out
+
+    def _rate_limit_stats(self) -> Dict[str, Any]:
+        """The process-wide limiter's view of the hosts this manager talks to."""
+        hosts = {host_of(self.url)}
+        if self.rest is not None:
+            hosts.add(host_of(self.rest.base_url))
+        every = limiter().stats()
+        return {
+            "policy": {
+                "connects_per_second": limiter().policy.connects_per_second,
+                "connect_burst": limiter().policy.connect_burst,
+                "listen_keys_per_second": limiter().policy.listen_keys_per_second,
+                "listen_key_burst": limiter().policy.listen_key_burst,
+                "max_retry_after": limiter().policy.max_retry_after,
+            },
+            "hosts": {h: every[h] for h in sorted(hosts) if h in every},
         }
 
     @property
@@ -386,7 +457,7 @@ class StreamManager:
             self.url,
             ids=self._ids,
             dispatcher=self._dispatcher,
-            report=functools.partial(self._dispatcher.report, name),
+            report=functools.partial(self._report, name),
             on_gap=self._emit_gap,
             on_failed=self._route_failed,
             decode=self._decode,
@@ -397,7 +468,8 @@ class StreamManager:
             session,
             backoff=self._backoff,
             on_state=self._conn_state,
-            report=functools.partial(self._dispatcher.report, name),
+            report=functools.partial(self._report, name),
+            gate=ConnectGate(self.url),
             **self._conn_opts,
         )
         session.bind(conn)
@@ -429,7 +501,7 @@ class StreamManager:
             route,
             ids=self._ids,
             dispatcher=self._dispatcher,
-            report=functools.partial(self._dispatcher.report, "user"),
+            report=functools.partial(self._report, "user"),
             on_gap=self._emit_gap,
             decode=self._decode,
             auth_timeout=self._ack_timeout,
@@ -439,7 +511,8 @@ class StreamManager:
             session,
             backoff=self._backoff,
             on_state=self._conn_state,
-            report=functools.partial(self._dispatcher.report, "user"),
+            report=functools.partial(self._report, "user"),
+            gate=ConnectGate(self.url),
             **self._conn_opts,
         )
         conn_holder.append(conn)
@@ -489,7 +562,17 @@ class StreamManager:
 
     # -- internals: events --------------------------------------------------------------
 
+    def _report(self, lane: str, error: BaseException) -> None:
+        """``on_error``, with any credential scrubbed out of the error's text (defence in
+        depth: the sources scrub server-provided text already)."""
+        error = _scrubbed(error)
+        if not self._has_on_error and isinstance(error, ConnectionLost):
+            # already paced at the source: with nobody listening, say it where people look
+            logger.warning("%s: %s: %s", lane, type(error).__name__, error)
+        self._dispatcher.report(lane, error)
+
     def _conn_state(self, conn: Connection, new: ConnState, reason: str) -> None:
+        reason = scrub(reason)
         state = public_state(new)
         if state is None:
             return
@@ -516,9 +599,14 @@ class StreamManager:
             self._dispatcher.submit(lane, _GAP_TOPIC, (self._on_gap,), gap, False)
 
     def _keeper_status(self, kind: str, reason: str) -> None:
-        log = logger.warning if kind in ("renew_failed", "fatal") else logger.info
+        reason = scrub(reason)
+        log = (
+            logger.warning if kind in ("renew_failed", "fatal", "dead_on_arrival") else logger.info
+        )
         log("listenKey %s: %s", kind, reason)
         user = self._user
+        if kind == "dead_on_arrival":  # paced by the keeper: after 3 keys, then every 10
+            self._report("user", ConnectionLost(f"listenKey {kind}: {reason}"))
         if self._on_state is None or user is None:
             return
         state = self._states.get(user[1].name)
@@ -548,3 +636,20 @@ class StreamManager:
     def __repr__(self) -> str:
         state = self._overall_state().value
         return f"<StreamManager {self.url} state={state} topics={len(self._routes)}>"
+
+
+def _scrubbed(error: BaseException) -> BaseException:
+    """``error`` with credentials scrubbed from its string arguments (and ``ApiError.message``,
+    ``SubscriptionError.reason``), in place."""
+    try:
+        args = tuple(scrub(a) if isinstance(a, str) else a for a in error.args)
+        if args != error.args:
+            error.args = args
+        if isinstance(error, ApiError):
+            error.message = scrub(error.message)
+        reason = getattr(error, "reason", None)
+        if isinstance(reason, str):
+            setattr(error, "reason", scrub(reason))  # noqa: B010
+    except Exception:  # an exotic exception type: report it as it is
+        logger.debug("could not scrub %s", type(error).__name__)
+    return error

@@ -8,6 +8,9 @@ sixmm concludes that the credentials are bad; only rejected credentials are term
 stream whose sockets keep closing before the auth ack is retried with backoff (a bare close
 proves nothing), and reported to ``on_error`` after 3 such closes in a row, then every 10 more.
 Replays after a reconnect are dropped when an event carries an id and an update time.
+Every server-provided text (auth refusals, close reasons) is scrubbed of credentials
+(:func:`sixmm.protocol.redact.scrub`) before it is logged, raised or reported; the token is
+registered with :func:`sixmm.protocol.redact.remember` (the keeper registers each listenKey).
 
 Thread-safety: hooks run on the connection's reader thread; ``add_callbacks`` from any thread.
 """
@@ -27,6 +30,7 @@ from .errors import AuthError, ConnectionLost, ProtocolError
 from .protocol.events import AuthResult, Event, Malformed, Pong, PrivatePush
 from .protocol.frames import RequestIds, decode, encode_ping
 from .protocol.models import AccountUpdate, OrderUpdate, UserEvent, user_event
+from .protocol.redact import remember, scrub
 from .states import GapEvent
 from .subscriptions import Callback, Route
 from .transport import ConnectionClosed
@@ -132,6 +136,7 @@ class UserSession(Session):
             return _with_query(self._ws_url, listenKey=key)
         token = self._rest.token
         if token:
+            remember(token)
             return _with_query(self._ws_url, token=token)
         raise AuthError(None, "user() needs a RestClient with api_key/api_secret or a token")
 
@@ -142,6 +147,7 @@ class UserSession(Session):
         self._opened_at = self._clock()
 
     def on_closed(self, conn: Connection, reason: str) -> None:
+        reason = scrub(reason)
         self._opened_at = None
         if self._authed:
             if self.route.gap_start is None:
@@ -197,6 +203,8 @@ class UserSession(Session):
             self.closed_before_auth = 0  # before _authed: stats() never shows both at once
             self._authed = True
             self.user_id = result.user_id
+            if self._keeper is not None:
+                self._keeper.key_accepted()
             conn.mark_streaming("authenticated")
             self.route.ready.set()
             if self.route.gap_start is not None:
@@ -205,7 +213,7 @@ class UserSession(Session):
                 self._on_gap(conn.name, GapEvent("user", start, int(time.time() * 1000)))
             return
         self.auth_failures += 1
-        reason = result.message or "refused"
+        reason = scrub(result.message or "refused")
         logger.warning("user stream: auth refused (%s)", reason)
         if self._keeper is None:  # a token: nothing to renew, the credentials are bad
             conn.fail(AuthError(None, f"private stream auth refused: {reason}"))

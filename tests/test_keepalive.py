@@ -44,16 +44,22 @@ class FakeRest:
         with self.lock:
             return [k for o, k in self.calls if o == op]
 
-    def create_listen_key(self, *, max_retries: Optional[int] = None) -> str:
+    def create_listen_key(
+        self, *, max_retries: Optional[int] = None, timeout: Optional[float] = None
+    ) -> str:
         self._next("create", None)
         with self.lock:
             self.counter += 1
             return f"key-{self.counter:04d}-0123456789abcdef"
 
-    def renew_listen_key(self, key: str, *, max_retries: Optional[int] = None) -> None:
+    def renew_listen_key(
+        self, key: str, *, max_retries: Optional[int] = None, timeout: Optional[float] = None
+    ) -> None:
         self._next("renew", key)
 
-    def close_listen_key(self, key: str, *, max_retries: Optional[int] = None) -> None:
+    def close_listen_key(
+        self, key: str, *, max_retries: Optional[int] = None, timeout: Optional[float] = None
+    ) -> None:
         self._next("close", key)
 
 
@@ -409,3 +415,67 @@ def test_sandbox_session_logs_no_key(
     assert any("listen-key" in line for line in lines)
     for key in (first, second):
         assert not any(key[:8] in line for line in lines)
+
+
+class DeadKeysRest(FakeRest):
+    """Every key is dead on arrival: each renewal says it is gone. Records creation times."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created_at: List[float] = []
+
+    def create_listen_key(
+        self, *, max_retries: Optional[int] = None, timeout: Optional[float] = None
+    ) -> str:
+        with self.lock:
+            self.created_at.append(time.monotonic())
+        return super().create_listen_key(max_retries=max_retries)
+
+    def renew_listen_key(
+        self, key: str, *, max_retries: Optional[int] = None, timeout: Optional[float] = None
+    ) -> None:
+        self._next("renew", key)
+        raise ApiError(2002, f"listenKey {key} not found")  # quoting it, as careless servers do
+
+
+def test_keys_dead_on_arrival_are_replaced_once_at_once_then_with_backoff(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="sixmm")
+    rest = DeadKeysRest()
+    holder: List[ListenKeyKeeper] = []
+    h = Harness(rest, backoff=Backoff(initial=0.3, maximum=0.3, jitter=False), renew_interval=60)
+    holder.append(h.keeper)
+    # the stream refuses every key at once: the keeper is told so for each new one
+    h.keeper._on_new_key = lambda key: (h.new_keys(key), holder[0].key_rejected("refused"))
+    try:
+        h.keeper.start()
+        h.keeper.key_rejected("refused")
+        wait_until(lambda: h.kinds().count("dead_on_arrival") >= 1, timeout=10)
+        wait_until(lambda: len(rest.created_at) >= 6, timeout=10)
+        stats = h.keeper.stats()
+    finally:
+        h.keeper.stop()
+    gaps = [b - a for a, b in zip(rest.created_at, rest.created_at[1:])]
+    assert all(g >= 0.25 for g in gaps[1:5]), gaps  # after the one immediate replacement
+    assert stats["dead_on_arrival"] >= 3 and stats["paced_creations"] >= 3
+    # reported after DEAD_KEYS_REPORT_AFTER keys, not for each one
+    assert h.kinds().count("dead_on_arrival") <= 1 + stats["dead_on_arrival"] // 10
+    text = "\n".join(r.getMessage() for r in caplog.records) + repr(h.statuses.snapshot())
+    assert not any(key in text for key in rest.ops("renew") if key)
+
+
+def test_stop_bounds_the_close_of_the_key() -> None:
+    class SlowClose(FakeRest):
+        def close_listen_key(
+            self, key: str, *, max_retries: Optional[int] = None, timeout: Optional[float] = None
+        ) -> None:
+            self._next("close", key)
+            assert timeout is not None and timeout <= 1.0  # the stop's budget, not 10 s
+            time.sleep(timeout)  # stands in for a server that never answers
+
+    h = Harness(SlowClose())
+    h.keeper.start()
+    started = time.monotonic()
+    h.keeper.stop(timeout=1.0)
+    assert time.monotonic() - started < 1.5

@@ -21,7 +21,7 @@ import re
 from typing import Dict, Mapping, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
-from sixmm.errors import ConnectionLost
+from sixmm.errors import HandshakeRejected, parse_retry_after
 from sixmm.protocol.redact import scrub
 
 __all__ = [
@@ -43,7 +43,7 @@ _QUERY_IN_TEXT = re.compile(r"\?[^\s'\"]*")
 _MAX_QUOTED = 200  # longest piece of server text quoted in a reason
 
 
-class HandshakeError(ConnectionLost):
+class HandshakeError(HandshakeRejected):
     """The server did not accept the upgrade. ``status`` is the HTTP status (``None`` when the
     answer was not HTTP); ``headers`` the answer's headers (lower-case names, scrubbed);
     ``retry_after`` the ``Retry-After`` seconds if the server gave a number."""
@@ -54,13 +54,9 @@ class HandshakeError(ConnectionLost):
         status: Optional[int] = None,
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.headers: Dict[str, str] = dict(headers or {})
-        self.retry_after: Optional[float] = None
-        value = self.headers.get("retry-after", "")
-        if value.strip().isdigit():
-            self.retry_after = float(value.strip())
+        found = dict(headers or {})
+        super().__init__(message, status, parse_retry_after(found.get("retry-after")))
+        self.headers: Dict[str, str] = found
 
 
 def redact_query(text: str, url: str) -> str:

@@ -23,14 +23,17 @@ from urllib.parse import quote, urlencode
 import requests
 from requests.auth import AuthBase
 
+from sixmm import logscrub
 from sixmm.config import DEFAULT_REST_TIMEOUT, DEFAULT_REST_URL, Backoff
-from sixmm.errors import ApiError, AuthError, ConnectionLost
+from sixmm.errors import ApiError, AuthError, ConnectionLost, parse_retry_after
+from sixmm.protocol import redact
 from sixmm.protocol.rest import (
     envelope_message,
     is_auth_failure,
     is_tolerance_message,
     is_transient,
 )
+from sixmm.ratelimit import RATE_LIMIT_STATUSES, host_of, limiter
 from sixmm.rest.auth import HmacAuth, TokenAuth
 
 __all__ = ["RestClient", "is_transient"]
@@ -133,6 +136,10 @@ class RestClient:
         }
         self._token = token or None
         self._secrets: List[str] = [s for s in (api_secret, token) if s]
+        for secret in (api_key, api_secret, token):
+            redact.remember(secret)  # scrubbed from every text in the process from now on
+        self._host = host_of(self._base_url)
+        logscrub.install()
         self._auth: Optional[AuthBase]
         if api_key is not None and api_secret is not None:
             self._auth = HmacAuth(api_key, api_secret, self._now_ms)
@@ -223,21 +230,41 @@ class RestClient:
         logger.debug("REST clock offset %+d ms (round trip %.1f ms)", offset, (end - start) * 1e3)
         return offset
 
-    def create_listen_key(self, *, max_retries: Optional[int] = None) -> str:
-        """Create a listenKey for the private stream (``POST``; never retried here)."""
-        data = self.request("POST", LISTEN_KEY_PATH, max_retries=max_retries)
+    def create_listen_key(
+        self, *, max_retries: Optional[int] = None, timeout: Optional[float] = None
+    ) -> str:
+        """Create a listenKey for the private stream (``POST``; never retried here). The key
+        is registered with :func:`sixmm.protocol.redact.remember` before it is returned."""
+        data = self.request("POST", LISTEN_KEY_PATH, max_retries=max_retries, timeout=timeout)
         key = data.get("listenKey") if isinstance(data, Mapping) else None
         if not isinstance(key, str) or not key:
             raise ApiError(None, "listen-key response carried no listenKey")
+        redact.remember(key)
         return key
 
-    def renew_listen_key(self, key: str, *, max_retries: Optional[int] = None) -> None:
+    def renew_listen_key(
+        self, key: str, *, max_retries: Optional[int] = None, timeout: Optional[float] = None
+    ) -> None:
         """Extend ``key``'s validity (``PUT``). A non-zero code usually means the key is gone."""
-        self.request("PUT", LISTEN_KEY_PATH, body={"listenKey": key}, max_retries=max_retries)
+        self.request(
+            "PUT",
+            LISTEN_KEY_PATH,
+            body={"listenKey": key},
+            max_retries=max_retries,
+            timeout=timeout,
+        )
 
-    def close_listen_key(self, key: str, *, max_retries: Optional[int] = None) -> None:
-        """Invalidate ``key`` (``DELETE``)."""
-        self.request("DELETE", LISTEN_KEY_PATH, body={"listenKey": key}, max_retries=max_retries)
+    def close_listen_key(
+        self, key: str, *, max_retries: Optional[int] = None, timeout: Optional[float] = None
+    ) -> None:
+        """Invalidate ``key`` (``DELETE``); ``timeout`` bounds it (default: the client's)."""
+        self.request(
+            "DELETE",
+            LISTEN_KEY_PATH,
+            body={"listenKey": key},
+            max_retries=max_retries,
+            timeout=timeout,
+        )
 
     # ----------------------------------------------------------------- core
 
@@ -250,6 +277,7 @@ class RestClient:
         signed: bool = True,
         *,
         max_retries: Optional[int] = None,
+        timeout: Optional[float] = None,
     ) -> Any:
         """Call ``method path`` and return the envelope's ``data``.
 
@@ -257,6 +285,10 @@ class RestClient:
         compact JSON, a ``str``/``bytes`` body as is. ``signed=True`` needs credentials
         (``AuthError`` otherwise, before any network call). Raises ``ApiError``/``AuthError``
         for error envelopes, ``ConnectionLost`` for network failures and timeouts.
+        ``timeout`` bounds this call (each attempt's connect and read) instead of the
+        client's. While the host holds us off (a ``Retry-After`` seen by any client in the
+        process, :mod:`sixmm.ratelimit`), the call waits if the hold ends within the timeout,
+        else it fails at once (code 5003, ``retry_after`` set) without sending anything.
         """
         method = method.upper()
         if not path.startswith("/"):
@@ -272,7 +304,8 @@ class RestClient:
             path, _, inline_query = path.partition("?")
             query = "&".join(q for q in (inline_query, _encode_query(params)) if q)
             raw_body = _encode_body(body)
-            return self._call(method, path, query, raw_body, signed, retries, body)
+            budget = self._timeout if timeout is None else max(0.001, timeout)
+            return self._call(method, path, query, raw_body, signed, retries, body, budget)
         except Exception:
             with self._lock:
                 self._stats["errors"] += 1
@@ -287,6 +320,7 @@ class RestClient:
         signed: bool,
         retries: int,
         body: Body,
+        timeout: float,
     ) -> Any:
         secrets = list(self._secrets)
         if isinstance(body, Mapping):
@@ -297,7 +331,7 @@ class RestClient:
         attempt = 0
         while True:
             try:
-                return self._attempt(method, path, query, raw_body, signed, secrets)
+                return self._attempt(method, path, query, raw_body, signed, secrets, timeout)
             except ApiError as exc:
                 if self._is_tolerance_error(exc):
                     if resynced or not signed or self._auth_kind != "hmac":
@@ -338,7 +372,19 @@ class RestClient:
         raw_body: Optional[bytes],
         signed: bool,
         secrets: List[str],
+        timeout: float,
     ) -> Any:
+        held = limiter().held_for(self._host)
+        if held > 0 and (held > timeout or self._closed.wait(held)):
+            error = ApiError(
+                5003,
+                f"{method} {path}: not sent, {self._host} asked us to wait {held:.1f}s more"
+                " (Retry-After)",
+                None,
+                429,
+            )
+            error.retry_after = held
+            raise error
         request_id = uuid.uuid4().hex
         headers = {"X-Request-ID": request_id, "Accept": "application/json"}
         if raw_body is not None:
@@ -355,11 +401,11 @@ class RestClient:
                 data=raw_body,
                 headers=headers,
                 auth=self._auth if signed else None,
-                timeout=self._timeout,
+                timeout=timeout,
                 allow_redirects=False,
             )
         except requests.Timeout:
-            failure = f"timed out after {self._timeout}s"
+            failure = f"timed out after {timeout:g}s"
         except requests.RequestException as exc:
             reason = _QUERY_IN_TEXT.sub("?…", _scrub(str(exc), secrets))
             failure = f"{type(exc).__name__}: {reason}"
@@ -395,9 +441,12 @@ class RestClient:
             if 200 <= status < 300 and response.content and payload is not None:
                 return payload  # valid JSON without an envelope: hand it back as is
             text = f"{method} {path}: non-JSON response (HTTP {status})"
+            plain: ApiError
             if status == 401:
-                raise AuthError(None, text, request_id, status)
-            raise ApiError(None, text, request_id, status)
+                plain = AuthError(None, text, request_id, status)
+            else:
+                plain = ApiError(None, text, request_id, status)
+            raise self._rate_limited(plain, response, method, path)
         assert isinstance(payload, dict)
         echoed = payload.get("requestId")
         rid = str(echoed) if echoed is not None else request_id
@@ -418,12 +467,22 @@ class RestClient:
             error = AuthError(code, message, rid, status)
         else:
             error = ApiError(code, message, rid, status)
-        retry_after = _retry_after(response.headers.get("Retry-After"))
-        if retry_after is not None:
-            setattr(error, "retry_after", retry_after)  # noqa: B010 (read back by _retry_delay)
-        raise error
+        raise self._rate_limited(error, response, method, path)
 
     # ----------------------------------------------------------------- helpers
+
+    def _rate_limited(
+        self, error: ApiError, response: requests.Response, method: str, path: str
+    ) -> ApiError:
+        """Note ``Retry-After`` on ``error``; a 429/418/503 with it holds the host for every
+        client and connection in the process."""
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        error.retry_after = retry_after
+        if retry_after is not None and response.status_code in RATE_LIMIT_STATUSES:
+            limiter().hold(
+                self._host, retry_after, f"REST {method} {path} HTTP {response.status_code}"
+            )
+        return error
 
     def _now_ms(self) -> int:
         with self._lock:
@@ -439,8 +498,9 @@ class RestClient:
         return method in IDEMPOTENT_METHODS and is_transient(exc)
 
     def _retry_delay(self, attempt: int, exc: ApiError) -> float:
-        retry_after = getattr(exc, "retry_after", None)
-        if isinstance(retry_after, float):
+        retry_after = exc.retry_after
+        if retry_after is not None:
+            # at least the hold (the next attempt waits for it anyway), at most our budget
             return min(max(retry_after, 0.0), MAX_RETRY_AFTER, self._retry_backoff.maximum)
         return self._retry_backoff.delay(attempt)
 
@@ -474,20 +534,13 @@ def _as_int(value: Any) -> Optional[int]:
         return None
 
 
-def _retry_after(value: Optional[str]) -> Optional[float]:
-    """Seconds from a ``Retry-After`` header given in seconds (HTTP dates are ignored)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
+_retry_after = parse_retry_after
 
 
 def _scrub(text: str, secrets: Sequence[str]) -> str:
-    """Remove any known secret (api secret, token, listenKey) from server-provided text."""
+    """Remove any known secret (api secret, token, listenKey) and anything that looks like a
+    credential (:func:`sixmm.protocol.redact.scrub`) from server-provided text."""
     for secret in secrets:
         if secret and secret in text:
             text = text.replace(secret, _redact_key(secret))
-    return text
+    return redact.scrub(text)

@@ -32,6 +32,12 @@ control commands (one per line on stdin, with --control or a terminal):
   reject-auth on|off      reject credentials
   skew MS                 server clock skew in milliseconds
   fail-rest CODE [HTTP]   fail the next REST call
+  dead-keys on|off        new listenKeys are dead on arrival (auth/renew/close: not found)
+  echo-auth on|off        refusals quote the refused key/token/api key
+  rate-limit SECONDS [COUNT] [rest|ws|all] [STATUS]
+                          answer the next COUNT calls 429 (or STATUS) + Retry-After
+  stall-rest [METHOD|any] [SECONDS|never] [COUNT]
+                          hold the next REST call(s) before answering (never: no answer)
   pause | unpause | step [N]   freeze / unfreeze / advance the market
   user [EVENT_TYPE]       push a private event
   burst SYMBOL N          publish N trades back to back
@@ -89,6 +95,20 @@ def _commands(sb: Sandbox, out: Callable[[str], None]) -> Dict[str, Callable[[Li
         "reject-auth": lambda a: sb.reject_credentials(not a or a[0] != "off"),
         "skew": lambda a: sb.set_clock_skew(int(a[0])),
         "fail-rest": lambda a: sb.fail_next_rest(int(a[0]), int(a[1]) if len(a) > 1 else 200),
+        "dead-keys": lambda a: sb.keys_dead_on_arrival(not a or a[0] != "off"),
+        "echo-auth": lambda a: sb.echo_refusals(not a or a[0] != "off"),
+        "rate-limit": lambda a: sb.rate_limit(
+            float(a[0]),
+            int(a[1]) if len(a) > 1 else 1,
+            a[2] if len(a) > 2 else "all",
+            int(a[3]) if len(a) > 3 else 429,
+        ),
+        "stall-rest": lambda a: sb.stall_rest(
+            None if len(a) < 2 or a[1] == "never" else float(a[1]),
+            None if not a or a[0] == "any" else a[0],
+            None,
+            int(a[2]) if len(a) > 2 else 1,
+        ),
         "pause": lambda a: sb.pause_market(),
         "unpause": lambda a: sb.resume_market(),
         "step": lambda a: sb.step(int(a[0]) if a else 1),

@@ -73,6 +73,12 @@ class Auth:
         self.wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         self.token_ttl = token_ttl
         self.rejecting = False
+        #: keys are created but dead at once: auth, renew and close all say "not found"
+        self.dead_on_arrival = False
+        #: refusals quote the credential they refuse (key, token, api key), as careless
+        #: servers do: the client must scrub it from everything it logs, raises or stores
+        self.echo_refusals = False
+        self.issued: List[str] = []  # every listenKey ever created (for leak checks)
         self.keys: Dict[str, int] = {}  # listenKey -> expiry, wall-clock epoch ms
         self._token_secret = secrets.token_bytes(32)
         self._seen: Set[str] = set()
@@ -135,10 +141,16 @@ class Auth:
         authz = headers.get("Authorization", "")
         api_key = headers.get("X-API-KEY")
         if authz.startswith("Bearer "):
-            return self.check_token(authz[len("Bearer ") :].strip())
+            token = authz[len("Bearer ") :].strip()
+            failure = self.check_token(token)
+            if failure is not None and self.echo_refusals:
+                return failure[0], failure[1], f"{failure[2]}: {token}"
+            return failure
         if api_key is None:
             return 401, 1001, "Authentication required"
         if self.rejecting or api_key != self.api_key:
+            if self.echo_refusals:
+                return 401, 1003, f"Invalid API key {api_key} (query {raw_query})"
             return 401, 1003, "Invalid API key"
         kept: List[str] = []
         signature: Optional[str] = None
@@ -177,8 +189,16 @@ class Auth:
         """A new listenKey and its expiry (epoch ms)."""
         key = secrets.token_hex(32)
         expiry = self.wall_ms() + int(self.listen_key_ttl * 1000)
-        self.keys[key] = expiry
+        self.issued.append(key)
+        if not self.dead_on_arrival:
+            self.keys[key] = expiry
         return key, expiry
+
+    def key_not_found(self, key: str) -> str:
+        """The refusal text for an unknown or expired listenKey (quoting it if echoing)."""
+        if self.echo_refusals:
+            return f"listenKey {key!r} not found or expired"
+        return "listenKey not found or expired"
 
     def renew_key(self, key: object) -> Optional[int]:
         """Extend a live key by the TTL; ``None`` if it is unknown or expired."""
@@ -215,15 +235,17 @@ class Auth:
     def ws_auth(self, listen_key: Optional[str], token: Optional[str]) -> Tuple[bool, str]:
         """Check a private WS connection's credential: ``(ok, user id or reason)``."""
         if self.rejecting:
+            if self.echo_refusals:
+                return False, f"authentication rejected for {listen_key or token}"
             return False, "authentication rejected"
         if listen_key is not None:
             exp = self.keys.get(listen_key)
             if exp is None or exp <= self.wall_ms():
-                return False, "listenKey not found or expired"
+                return False, self.key_not_found(listen_key)
             return True, self.user_id
         if token is not None:
             failure = self.check_token(token)
             if failure is not None:
-                return False, failure[2]
+                return False, f"{failure[2]} {token}" if self.echo_refusals else failure[2]
             return True, self.user_id
         return False, "missing credential"

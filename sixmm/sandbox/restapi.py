@@ -9,6 +9,7 @@ Thread-safety: not thread-safe; runs on the sandbox's event loop only.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import uuid
@@ -57,8 +58,20 @@ class RestApi:
         """Answer one REST call in the exchange envelope and record it."""
         body = await request.text()
         request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        faults = self.server.http_faults
+        headers: Dict[str, str] = {}
+        stall = faults.take_stall(request.method, request.path)
+        if stall is not None:  # a server that answers late (or never, until it stops)
+            until = asyncio.get_running_loop().time() + stall
+            while not faults.closed and asyncio.get_running_loop().time() < until:
+                await asyncio.sleep(0.05)
+        limited = faults.take_limit("rest", request.path)
         try:
-            reply = await self._reply(request, body)
+            if limited is not None:
+                headers["Retry-After"] = f"{limited[1]:g}"
+                reply: Reply = (limited[0], 5003, "Too many requests", None)
+            else:
+                reply = await self._reply(request, body)
         except Exception as exc:  # a sandbox bug, reported as the exchange would: 5001
             reply = (500, 5001, f"internal error: {exc!r}", None)
         status, code, message, data = reply
@@ -77,7 +90,7 @@ class RestApi:
                 "code": code,
             }
         )
-        return web.json_response(envelope, status=status, dumps=_compact)
+        return web.json_response(envelope, status=status, dumps=_compact, headers=headers)
 
     async def _reply(self, request: web.Request, body: str) -> Reply:
         injected = self._injected_failure(request.path)
@@ -164,7 +177,7 @@ class RestApi:
             return error
         expiry = self.server.auth.renew_key(key)
         if expiry is None:
-            return 200, 2002, "listenKey not found or expired", None
+            return 200, 2002, self.server.auth.key_not_found(str(key)), None
         return _ok({"listenKey": key, "expireAt": expiry})
 
     async def key_close(self, request: web.Request, body: str) -> Reply:
@@ -173,7 +186,7 @@ class RestApi:
             return error
         assert key is not None
         if not self.server.auth.close_key(key):
-            return 200, 2002, "listenKey not found or expired", None
+            return 200, 2002, self.server.auth.key_not_found(key), None
         self.server.close_key_connections(key, "listenKey closed")
         self.server.records.changed()
         return _ok({})

@@ -327,6 +327,54 @@ class Sandbox:
         }
         self._call(lambda: self._server.fail_rest.append(entry))
 
+    def keys_dead_on_arrival(self, on: bool = True) -> None:
+        """While on, every new listenKey is dead on arrival: creation succeeds, but the key is
+        unknown to private auth, renewal and close at once (a failing key service)."""
+        self._call(lambda: setattr(self._server.auth, "dead_on_arrival", on))
+
+    def echo_refusals(self, on: bool = True) -> None:
+        """While on, refusals quote the credential they refuse: the private auth ack and close
+        reason quote the listenKey/token, REST auth errors the API key (and signed query) or
+        token, listenKey errors the key."""
+        self._call(lambda: setattr(self._server.auth, "echo_refusals", on))
+
+    def rate_limit(
+        self,
+        retry_after: float,
+        count: int = 1,
+        target: str = "all",
+        status: int = 429,
+        path: Optional[str] = None,
+    ) -> None:
+        """Answer the next ``count`` REST calls (``target="rest"``), WebSocket upgrades
+        (``"ws"``) or either (``"all"``) with ``status`` and ``Retry-After: retry_after``;
+        ``path`` limits it to one path."""
+        self._call(
+            lambda: self._server.http_faults.add_limit(retry_after, count, target, status, path)
+        )
+
+    def stall_rest(
+        self,
+        seconds: Optional[float] = None,
+        method: Optional[str] = None,
+        path: Optional[str] = None,
+        count: int = 1,
+    ) -> None:
+        """Hold the next ``count`` REST calls (of ``method``/``path``, or any) ``seconds``
+        before answering; ``None``: never answer (until the sandbox stops)."""
+        self._call(lambda: self._server.http_faults.add_stall(seconds, method, path, count))
+
+    @property
+    def issued_listen_keys(self) -> List[str]:
+        """Every listenKey the sandbox ever created, dead or alive (to check for leaks)."""
+        return self._call(lambda: list(self._server.auth.issued))
+
+    @property
+    def ws_upgrades(self) -> List[Dict[str, Any]]:
+        """Every WebSocket upgrade attempt: ``{"t" (monotonic), "path", "status"}`` (101 when
+        accepted, the injected status when rate limited)."""
+        return self._call(lambda: [dict(u) for u in self._server.http_faults.upgrades])
+
     def set_replay_on_connect(self, n: int) -> None:
         """Replay the last ``n`` user events to each new private connection (0 = off)."""
         self._call(lambda: setattr(self._settings, "replay_on_connect", n))

@@ -26,6 +26,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Union
 from aiohttp import WSMsgType, web
 
 from .auth import Auth
+from .faults import HttpFaults
 from .market import DepthEvent, Market
 from .netfaults import NetFaults
 from .userevents import UserEvents
@@ -172,6 +173,7 @@ class Server:
         self.silent_until = 0.0
         self.reject_subs: List[Tuple[Optional[str], str]] = []
         self.fail_rest: List[Dict[str, Any]] = []
+        self.http_faults = HttpFaults()  # rate limits (Retry-After), stalls, upgrade log
         self.history: Deque[str] = collections.deque(maxlen=1000)
         self.last_update: Dict[str, Optional[DepthEvent]] = {}
         self.rng = random.Random(f"{settings.seed}:server")
@@ -226,6 +228,7 @@ class Server:
 
     async def stop(self) -> None:
         """Close every WebSocket, stop the tasks and the HTTP server."""
+        self.http_faults.closed = True  # stalled REST calls answer now
         for task in self._tasks:
             task.cancel()
         self.netfaults.cancel()
@@ -344,6 +347,15 @@ class Server:
             autoping=False, autoclose=False, timeout=1.0, compress=False, max_msg_size=1 << 20
         )
         transport = request.transport
+        limited = self.http_faults.take_limit("ws", request.path)
+        self.http_faults.upgrade(request.path, limited[0] if limited else 101)
+        self.records.changed()
+        if limited is not None:
+            return web.Response(
+                status=limited[0],
+                headers={"Retry-After": f"{limited[1]:g}"},
+                text="Too Many Requests",
+            )
         await ws.prepare(request)
         task = asyncio.current_task()
         if task is not None:
@@ -431,7 +443,8 @@ class Server:
         if not ok:
             if self.s.auth_failure == "frame":
                 conn.send(dumps({"event": "auth", "success": False, "message": detail}))
-            conn.close(1008, "auth failed")
+            reason = f"auth failed: {detail}" if self.auth.echo_refusals else "auth failed"
+            conn.close(1008, reason.encode()[:123].decode("utf-8", "ignore"))
             return
         conn.kind = "private"
         conn.user = detail
