@@ -35,7 +35,7 @@ control commands (one per line on stdin, with --control or a terminal):
   burst SYMBOL N          publish N trades back to back
   silence-topic TOPIC [SECONDS]  stop pushing one topic (until resubscribed, or SECONDS)
   unsilence-topic [TOPIC] end silence-topic (for TOPIC, or every topic)
-  corrupt-depth SYMBOL [nan|truncate]  next depth update of SYMBOL is unparseable
+  corrupt-depth SYMBOL [nan|truncate|headless]  next depth update of SYMBOL unparseable
   publish TOPIC JSON      push JSON as the data of one TOPIC push (e.g. market.funding.X)
   status                  show connections and listenKeys
   quit                    stop the sandbox"""

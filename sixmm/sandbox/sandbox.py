@@ -375,10 +375,11 @@ class Sandbox:
 
     def corrupt_next_depth(self, symbol: str, how: str = "nan") -> None:
         """The next depth update of ``symbol`` reaches every subscriber unparseable (``"nan"``:
-        a raw ``NaN`` token; ``"truncate"``: cut in half); the truth applies it."""
+        a raw ``NaN`` token; ``"truncate"``: cut in half; ``"headless"``: its start, topic
+        included, cut off); the truth applies it."""
         self._symbol(symbol)
-        if how not in ("nan", "truncate"):
-            raise ValueError(f"how must be 'nan' or 'truncate', not {how!r}")
+        if how not in ("nan", "truncate", "headless"):
+            raise ValueError(f"how must be 'nan', 'truncate' or 'headless', not {how!r}")
         self._call(lambda: self._server.corrupt_depth.__setitem__(symbol, how))
 
     def publish(self, topic: str, data: Any) -> int:

@@ -610,9 +610,12 @@ def funding(ticker: Dict[str, object], now: int) -> Dict[str, object]:
 
 def corrupt_frame(text: str, how: str) -> str:
     """``text`` made unparseable: ``"nan"`` puts a raw ``NaN`` token in place of the end
-    version, ``"truncate"`` cuts the frame in half."""
+    version, ``"truncate"`` cuts the frame in half, ``"headless"`` cuts off its start up to
+    and including the topic (nobody can tell which book it was for)."""
     if how == "truncate":
         return text[: max(1, len(text) // 2)]
+    if how == "headless":
+        return text[text.index('"event"') :]
     return text.replace('"endVersion":', '"endVersion":NaN,"was":', 1)
 
 
