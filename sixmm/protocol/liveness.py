@@ -26,6 +26,9 @@ A topic that keeps going silent after being resubscribed is not resubscribed in 
 ``n``-th consecutive silence (no steady data since the previous resubscribe) waits
 ``bound + repeat_backoff.cap(n - 1)`` (60, 120, 240... s more, up to 15 min more by default).
 
+The session checks once a second; a silence is confirmed at two consecutive checks, so it is
+reported between ``bound`` and ``bound`` + 2 s after the topic's last message, never before.
+
 Pure: no sockets, threads or clocks; callers pass ``now`` (seconds, monotonic).
 """
 
@@ -166,8 +169,9 @@ class TopicWatch:
     ``arm(now, count)`` when the server accepted the subscription; ``disarm()`` while it is
     not (connection closed, resubscribe in flight). ``check(...)`` returns a :class:`Silence`
     when the topic delivered nothing for longer than its bound (plus back-off) while the
-    connection received frames after the topic's last data; the caller resubscribes and
-    re-arms on the next ack. Messages are counted, not timed, so the reader's per-message
+    connection received frames after the topic's last data, at two consecutive checks (so a
+    stall that delays everything is not taken for one dead topic); the caller resubscribes
+    and re-arms on the next ack. Messages are counted, not timed, so the reader's per-message
     path costs nothing: ``last_seen`` is the first tick that saw the count move, never earlier
     than the real last message, so a silence is never reported early.
 
@@ -182,6 +186,7 @@ class TopicWatch:
         "silences",
         "since_arm",
         "streak",
+        "suspect",
         "topic",
     )
 
@@ -194,6 +199,7 @@ class TopicWatch:
         self.since_arm = 0  # messages since arming (a resubscribe's first: maybe its snapshot)
         self.streak = 0  # consecutive silences without steady data in between
         self.silences = 0
+        self.suspect = False  # past the bound at the previous check: confirm at this one
 
     def arm(self, now: float, count: int) -> None:
         """Start (or restart) judging from ``now``."""
@@ -201,9 +207,11 @@ class TopicWatch:
         self.last_count = count
         self.last_seen = now
         self.since_arm = 0
+        self.suspect = False
 
     def disarm(self) -> None:
         self.armed = False
+        self.suspect = False
 
     def deadline(self, backoff: Backoff) -> Optional[float]:
         """Seconds of silence allowed now (the bound plus the current streak's back-off)."""
@@ -218,6 +226,7 @@ class TopicWatch:
         if not self.armed:
             return None
         if count != self.last_count:
+            self.suspect = False
             self.since_arm += count - self.last_count
             self.last_count = count
             self.last_seen = now
@@ -229,7 +238,13 @@ class TopicWatch:
             return None
         silent_for = now - self.last_seen
         if silent_for <= allowed or last_rx <= self.last_seen:
+            self.suspect = False
             return None  # within bound, or the whole connection is quiet (its own check)
+        if not self.suspect:
+            # Confirm on the next check: a server (or reader) that stalled past the bound
+            # delivers a pong a moment before the topic's data; one tick later it is there.
+            self.suspect = True
+            return None
         assert self.bound is not None
         self.streak += 1
         self.silences += 1
