@@ -314,7 +314,7 @@ class StreamManager:
         topic = depth_topic(symbol)
         seconds = check_silence_after(silence_after)
         with self._lock:
-            route = self._route(topic, "depth", seconds)
+            route = self._route(topic, "depth", seconds, book=True)
             if route.book is None:
                 route.book = OrderBook(topic.rsplit(".", 1)[-1])
                 session = route.session
@@ -402,7 +402,12 @@ class StreamManager:
         return None  # a raw topic outside the known grammar: delivered as the envelope dict
 
     def _route(
-        self, topic: str, channel: Optional[str], silence_after: Optional[float] = None
+        self,
+        topic: str,
+        channel: Optional[str],
+        silence_after: Optional[float] = None,
+        *,
+        book: bool = False,
     ) -> Route:
         """The route for ``topic``, created and assigned to a connection if new (lock held)."""
         if self._stopping:
@@ -415,6 +420,8 @@ class StreamManager:
         route = Route(topic, channel, self._liveness.bound(topic))
         if silence_after is not None:
             route.override_silence(silence_after)
+        if book:  # before the subscribe goes out: its snapshot may come back at once
+            route.book = OrderBook(topic.rsplit(".", 1)[-1])
         self._routes[topic] = route
         session = self._session_with_room()
         session.add(route)
