@@ -27,9 +27,11 @@ from .errors import (
     QueueOverflow,
     SixMMError,
     SubscriptionError,
+    TopicSilent,
 )
 from .manager import StreamManager
 from .orderbook import OrderBook
+from .protocol.liveness import DEFAULT_LIVENESS, Liveness
 from .protocol.models import (
     AccountUpdate,
     Balance,
@@ -48,6 +50,7 @@ from .subscriptions import Subscription
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_LIVENESS",
     "DEFAULT_REST_URL",
     "DEFAULT_WS_URL",
     "AccountUpdate",
@@ -61,6 +64,7 @@ __all__ = [
     "GapEvent",
     "InlineDispatcher",
     "Kline",
+    "Liveness",
     "OrderBook",
     "OrderUpdate",
     "Position",
@@ -75,6 +79,7 @@ __all__ = [
     "Subscription",
     "SubscriptionError",
     "Ticker",
+    "TopicSilent",
     "Trade",
     "UserEvent",
     "WorkerDispatcher",

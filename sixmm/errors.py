@@ -19,6 +19,7 @@ __all__ = [
     "QueueOverflow",
     "SixMMError",
     "SubscriptionError",
+    "TopicSilent",
 ]
 
 
@@ -164,3 +165,25 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
     except ValueError:
         return None
     return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
+
+
+class TopicSilent(SixMMError, TimeoutError):
+    """``topic`` delivered nothing for ``silent_for`` seconds, past its silence bound
+    (``bound``, see :class:`sixmm.Liveness`), while its connection went on receiving frames.
+
+    sixmm resubscribes that one topic (a book is unsynced and rebuilt from a fresh snapshot);
+    the connection and its other topics are left alone. ``streak`` counts consecutive
+    silences of the topic (from 2 on, each waits longer: per-topic back-off).
+
+    Thread-safety: plain exception values; safe to pass between threads.
+    """
+
+    def __init__(self, topic: str, silent_for: float, bound: float, streak: int = 1) -> None:
+        super().__init__(
+            f"topic {topic!r} silent for {silent_for:.1f}s (bound {bound:g}s): resubscribing"
+            + (f" (silence {streak} in a row)" if streak > 1 else "")
+        )
+        self.topic = topic
+        self.silent_for = silent_for
+        self.bound = bound
+        self.streak = streak

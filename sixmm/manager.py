@@ -31,12 +31,13 @@ from .orderbook import OrderBook
 from .private import UserSession
 from .protocol.events import Event
 from .protocol.frames import RequestIds, decode
+from .protocol.liveness import DEFAULT_LIVENESS, Liveness, check_silence_after
 from .protocol.redact import scrub
 from .protocol.topics import (
     TICKERS_TOPIC,
+    channel_of,
     depth_topic,
     kline_topic,
-    parse_topic,
     ticker_topic,
     trade_topic,
 )
@@ -79,6 +80,10 @@ class StreamManager:
       warnings.
     - ``on_gap(GapEvent)``: after a reconnect, the window (ms) in which a topic's messages may
       be missing: backfill over REST if it matters.
+    - ``liveness``: how long each channel may stay silent (a :class:`~sixmm.Liveness`; default
+      ``DEFAULT_LIVENESS``) before that one topic is resubscribed (``TopicSilent`` to
+      ``on_error``, a ``StateEvent`` with ``.topic`` to ``on_state``). Every registration
+      method also takes ``silence_after=SECONDS`` for its topic (``math.inf``: never).
 
     Callbacks run where the ``dispatcher`` says (default: inline on the connection's reader
     thread, see the README for why); ``on_error`` runs on the thread that saw the error.
@@ -108,6 +113,7 @@ class StreamManager:
         stable_after: float = 30.0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+        liveness: Optional[Liveness] = None,
     ) -> None:
         self.url = check_url(url, allow_insecure=allow_insecure)
         if ping_interval <= 0 or stale_after <= 0:
@@ -116,6 +122,9 @@ class StreamManager:
             raise ValueError("stale_after must be longer than ping_interval")
         if max_topics_per_connection < 1:
             raise ValueError("max_topics_per_connection must be >= 1")
+        if liveness is not None and not isinstance(liveness, Liveness):
+            raise TypeError("liveness must be a sixmm.Liveness")
+        self._liveness = liveness if liveness is not None else DEFAULT_LIVENESS
         self.rest = rest
         self._dispatcher: Dispatcher = dispatcher if dispatcher is not None else InlineDispatcher()
         self._invoker = Invoker(on_error, slow_callback=slow_callback)
@@ -279,51 +288,79 @@ class StreamManager:
 
     # -- subscribing --------------------------------------------------------------------
 
-    def subscribe(self, topic: str, callback: Callback) -> Subscription:
+    def subscribe(
+        self, topic: str, callback: Callback, *, silence_after: Optional[float] = None
+    ) -> Subscription:
         """Deliver every push of ``topic`` to ``callback``.
 
         Known channels deliver typed models (``Trade``, ``Kline``, ``Ticker``, a list of
-        ``Ticker`` for ``market.tickers``, ``DepthUpdate``); any other topic delivers the
-        envelope dict. Several callbacks per topic are fine.
+        ``Ticker`` for ``market.tickers``, ``DepthUpdate``); any other well-formed topic
+        (``market.funding.BTCUSDT``) delivers the envelope dict. Several callbacks per topic
+        are fine. ``silence_after``: resubscribe the topic when it delivers nothing for that
+        many seconds (default: the manager's ``liveness`` policy; ``math.inf``: never; with
+        several registrations of one topic the smallest given wins).
         """
         if not callable(callback):
             raise TypeError("callback must be callable")
         channel = self._channel_of(topic)
+        seconds = check_silence_after(silence_after)
         with self._lock:
-            route = self._route(topic, channel)
+            route = self._route(topic, channel, seconds)
             route.callbacks = (*route.callbacks, callback)
         return Subscription(self, route, callback, "callback")
 
-    def trades(self, symbol: str, callback: Callback) -> Subscription:
+    def trades(
+        self, symbol: str, callback: Callback, *, silence_after: Optional[float] = None
+    ) -> Subscription:
         """Each trade of ``symbol`` as a :class:`~sixmm.Trade` (one call per trade)."""
-        return self.subscribe(trade_topic(symbol), callback)
+        return self.subscribe(trade_topic(symbol), callback, silence_after=silence_after)
 
-    def klines(self, symbol: str, interval: str, callback: Callback) -> Subscription:
+    def klines(
+        self,
+        symbol: str,
+        interval: str,
+        callback: Callback,
+        *,
+        silence_after: Optional[float] = None,
+    ) -> Subscription:
         """Klines of ``symbol`` at ``interval`` (``1m 5m 15m 30m 1h 4h 1d 1w 1M``)."""
-        return self.subscribe(kline_topic(symbol, interval), callback)
+        topic = kline_topic(symbol, interval)
+        return self.subscribe(topic, callback, silence_after=silence_after)
 
-    def ticker(self, symbol: str, callback: Callback) -> Subscription:
+    def ticker(
+        self, symbol: str, callback: Callback, *, silence_after: Optional[float] = None
+    ) -> Subscription:
         """The ticker summary of ``symbol`` as a :class:`~sixmm.Ticker`."""
-        return self.subscribe(ticker_topic(symbol), callback)
+        return self.subscribe(ticker_topic(symbol), callback, silence_after=silence_after)
 
-    def tickers(self, callback: Callback) -> Subscription:
+    def tickers(self, callback: Callback, *, silence_after: Optional[float] = None) -> Subscription:
         """All-symbol tickers: each push as a list of :class:`~sixmm.Ticker`."""
-        return self.subscribe(TICKERS_TOPIC, callback)
+        return self.subscribe(TICKERS_TOPIC, callback, silence_after=silence_after)
 
-    def depth(self, symbol: str, callback: Callback) -> Subscription:
+    def depth(
+        self, symbol: str, callback: Callback, *, silence_after: Optional[float] = None
+    ) -> Subscription:
         """Raw depth messages of ``symbol`` as :class:`~sixmm.DepthUpdate` (snapshot, then
         increments). Most users want :meth:`order_book` instead."""
-        return self.subscribe(depth_topic(symbol), callback)
+        return self.subscribe(depth_topic(symbol), callback, silence_after=silence_after)
 
-    def order_book(self, symbol: str, on_update: Optional[Callback] = None) -> OrderBook:
+    def order_book(
+        self,
+        symbol: str,
+        on_update: Optional[Callback] = None,
+        *,
+        silence_after: Optional[float] = None,
+    ) -> OrderBook:
         """The live local order book of ``symbol`` (the same object on every call).
 
         ``on_update(book)`` runs after each applied snapshot or update (state-like: a
-        ``QueueDispatcher(conflate=True)`` keeps only the newest).
+        ``QueueDispatcher(conflate=True)`` keeps only the newest). ``silence_after``: as for
+        :meth:`subscribe` (a silent book is unsynced and rebuilt from a fresh snapshot).
         """
         topic = depth_topic(symbol)
+        seconds = check_silence_after(silence_after)
         with self._lock:
-            route = self._route(topic, "depth")
+            route = self._route(topic, "depth", seconds, book=True)
             if route.book is None:
                 route.book = OrderBook(topic.rsplit(".", 1)[-1])
                 session = route.session
@@ -430,19 +467,32 @@ class StreamManager:
         if topic.startswith("user."):
             raise ValueError("private topics are not subscribed: use StreamManager.user()")
         if topic.startswith("market."):
-            return parse_topic(topic).channel  # ValueError names the bad part
+            return channel_of(topic)  # None: a channel without a model; ValueError: bad topic
         if any(c.isspace() for c in topic):
             raise ValueError(f"invalid topic: {topic!r}")
         return None  # a raw topic outside the known grammar: delivered as the envelope dict
 
-    def _route(self, topic: str, channel: Optional[str]) -> Route:
+    def _route(
+        self,
+        topic: str,
+        channel: Optional[str],
+        silence_after: Optional[float] = None,
+        *,
+        book: bool = False,
+    ) -> Route:
         """The route for ``topic``, created and assigned to a connection if new (lock held)."""
         if self._stopping:
             raise RuntimeError("StreamManager is stopped")
         route = self._routes.get(topic)
         if route is not None:
+            if silence_after is not None:
+                route.override_silence(silence_after)
             return route
-        route = Route(topic, channel)
+        route = Route(topic, channel, self._liveness.bound(topic))
+        if silence_after is not None:
+            route.override_silence(silence_after)
+        if book:  # before the subscribe goes out: its snapshot may come back at once
+            route.book = OrderBook(topic.rsplit(".", 1)[-1])
         self._routes[topic] = route
         session = self._session_with_room()
         session.add(route)
@@ -462,6 +512,8 @@ class StreamManager:
             on_failed=self._route_failed,
             decode=self._decode,
             ack_timeout=self._ack_timeout,
+            liveness=self._liveness,
+            on_topic_event=self._topic_event,
         )
         conn = Connection(
             name,
@@ -592,6 +644,14 @@ class StreamManager:
             and all(not c.alive or c is conn for c in others)
         ):
             self._done.set()
+
+    def _topic_event(self, lane: str, topic: str, reason: str) -> None:
+        """One topic (not its connection) was healed: tell ``on_state``, state unchanged."""
+        if self._on_state is None:
+            return
+        state = self._states.get(lane, StreamState.CONNECTED)
+        event = StateEvent(state, reason, lane, topic)
+        self._dispatcher.submit(lane, _STATE_TOPIC, (self._on_state,), event, False)
 
     def _emit_gap(self, lane: str, gap: GapEvent) -> None:
         logger.info("gap on %s: %d..%d ms", gap.topic, gap.start, gap.end)

@@ -6,6 +6,13 @@ dispatcher) or order book; a book that reports a gap or a crossed state is resyn
 resubscribing that one depth topic. Pushes for topics this connection did not subscribe are
 counted and reported, never dispatched.
 
+Once a tick it judges each topic's liveness (:mod:`sixmm.protocol.liveness`): a topic silent
+past its bound while the connection goes on receiving frames is resubscribed alone (a book is
+unsynced and rebuilt from a fresh snapshot), reported as :class:`~sixmm.errors.TopicSilent`
+and to ``on_state``; the connection is left alone. A frame that fails to parse resyncs the
+books it names (every book here if it names none of our topics). Server text is scrubbed
+(:func:`sixmm.protocol.redact.scrub`) before it is logged or reported.
+
 Thread-safety: ``add``/``remove`` may be called from any thread; the ``on_*`` hooks run on the
 connection's reader thread (``on_tick`` on the heartbeat thread).
 """
@@ -13,13 +20,14 @@ connection's reader thread (``on_tick`` on the heartbeat thread).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .connection import Connection, Session
 from .dispatch import Dispatcher
-from .errors import ProtocolError, SubscriptionError
+from .errors import ProtocolError, SubscriptionError, TopicSilent
 from .protocol.book import Outcome
 from .protocol.depth import parse_depth
 from .protocol.events import Ack, Event, Malformed, Pong, Push
@@ -30,8 +38,11 @@ from .protocol.frames import (
     encode_ping,
     encode_subscribe,
     encode_unsubscribe,
+    unparsed,
 )
+from .protocol.liveness import DEFAULT_LIVENESS, Liveness, Silence
 from .protocol.models import DepthUpdate, convert
+from .protocol.redact import scrub
 from .states import GapEvent
 from .subscriptions import Route
 
@@ -48,6 +59,8 @@ _CROSSED = Outcome.CROSSED
 #: After an unsubscribe, pushes still in flight for the topic are expected for this long.
 _LATE_GRACE = 5.0
 _REPORTS_PER_SECOND = 5
+#: Topic-like tokens in a frame that failed to parse (to find the books it was meant for).
+_TOPIC_TOKEN = re.compile(rb"market\.[A-Za-z0-9_]+(?:\.[A-Za-z0-9_-]+)*")
 
 
 class _Request:
@@ -76,6 +89,8 @@ class PublicSession(Session):
         decode: Callable[[bytes], Event] = decode,
         ack_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        liveness: Liveness = DEFAULT_LIVENESS,
+        on_topic_event: Optional[Callable[[str, str, str], None]] = None,
     ) -> None:
         self._url = url
         self._ids = ids
@@ -87,6 +102,8 @@ class PublicSession(Session):
         self._decode = decode
         self._ack_timeout = ack_timeout
         self._clock = clock
+        self._liveness = liveness
+        self._on_topic_event = on_topic_event  # (connection, topic, reason) -> on_state
         self._lock = threading.Lock()
         self._routes: Dict[str, Route] = {}  # replaced on change: the reader reads it lock-free
         self._pending: Dict[str, _Request] = {}
@@ -103,6 +120,8 @@ class PublicSession(Session):
         self.failed_acks = 0
         self.resyncs = 0
         self.pongs = 0
+        self.topic_silences = 0
+        self.unparsed_resyncs = 0
 
     def bind(self, conn: Connection) -> None:
         self._conn = conn
@@ -151,6 +170,8 @@ class PublicSession(Session):
         self.resyncs += 1
         book._begin_resync(reason)
         route.resync_at = self._clock()
+        with self._lock:
+            route.watch.disarm()  # judged again once the resubscribe is acknowledged
         logger.warning("book %s: %s; resubscribing %s", book.symbol, reason, route.topic)
         conn = self._conn
         if conn is not None and self._open:
@@ -181,6 +202,7 @@ class PublicSession(Session):
             self._pending.clear()
             routes = list(self._routes.values())
         for route in routes:
+            route.watch.disarm()
             if route.gap_start is None:
                 route.gap_start = route.last_ts if route.last_ts is not None else now_ms
             if route.book is not None:
@@ -206,16 +228,18 @@ class PublicSession(Session):
                 )
             )
             self._send(conn, "subscribe", topics, resync=req.resync)
+        backoff = self._liveness.repeat_backoff
         for route in list(self._routes.values()):
             book = route.book
-            if (
-                book is not None
-                and not book.synced
-                and route.resync_at is not None
-                and now - route.resync_at > self._ack_timeout
-                and self._open
-            ):
+            if book is None or book.synced or route.resync_at is None or not self._open:
+                continue
+            streak = route.watch.streak  # a topic that keeps failing waits longer each time
+            wait = self._ack_timeout + (backoff.cap(streak - 1) if streak > 0 else 0.0)
+            if now - route.resync_at > wait:
+                route.watch.streak = streak + 1
                 self.resync(route, "no snapshot after resubscribe")
+        if self._open and self._streaming:
+            self._check_liveness(conn, now)
 
     def ping_text(self) -> str:
         return encode_ping(self._ids.next())
@@ -249,11 +273,14 @@ class PublicSession(Session):
                     items = convert(route.channel, push)
                 except ProtocolError as exc:
                     route.bad_payloads += 1
-                    self._report(ProtocolError(f"bad {route.topic} payload: {exc}"))
+                    self._report(ProtocolError(f"bad {route.topic} payload: {scrub(str(exc))}"))
                     return
             submit, lane, topic, conflate = self._submit, conn.name, route.topic, route.conflate
             for item in items:
                 submit(lane, topic, callbacks, item, conflate)
+            return
+        if event.__class__ is Malformed:
+            self._on_malformed(event, payload)
             return
         self._on_control(conn, event)
 
@@ -267,7 +294,7 @@ class PublicSession(Session):
                 raise ProtocolError(f"symbol {msg.symbol!r} on the {book.symbol} depth topic")
         except ProtocolError as exc:
             route.bad_payloads += 1
-            self._report(ProtocolError(f"bad {route.topic} payload: {exc}"))
+            self._report(ProtocolError(f"bad {route.topic} payload: {scrub(str(exc))}"))
             if book is not None and book._bad_payload(str(exc)):
                 self.resync(route, "malformed depth payload")
             return
@@ -291,9 +318,6 @@ class PublicSession(Session):
             self._on_ack(conn, event)
         elif cls is Pong:
             self.pongs += 1
-        elif cls is Malformed:
-            self.malformed += 1
-            self._report(ProtocolError(f"malformed frame ({event.reason}): {event.text[:120]!r}"))
         else:
             self.malformed += 1
             self._report(ProtocolError(f"unexpected {cls.__name__} on a public connection"))
@@ -309,12 +333,12 @@ class PublicSession(Session):
                 if not req.remaining:
                     del self._pending[ack.id]  # type: ignore[arg-type]
         if req is None:
-            logger.warning("ack with unknown id %r (%s) ignored", ack.id, ack.op)
+            logger.warning("ack with unknown id %s (%s) ignored", scrub(repr(ack.id)), ack.op)
             return
         self._mark_streaming(conn, "subscriptions acknowledged")
         if req.op != "subscribe":
             if not ack.success:
-                logger.warning("unsubscribe of %s refused: %s", topics, ack.message)
+                logger.warning("unsubscribe of %s refused: %s", topics, scrub(ack.message or ""))
             return
         now_ms = int(time.time() * 1000)
         for topic in topics:
@@ -324,6 +348,8 @@ class PublicSession(Session):
             if ack.success:
                 if route.book is not None:
                     route.book._expect_snapshot()
+                with self._lock:
+                    route.watch.arm(self._clock(), route.messages)
                 route.ready.set()
                 if route.gap_start is not None:
                     start, route.gap_start = route.gap_start, None
@@ -331,12 +357,69 @@ class PublicSession(Session):
                     self._on_gap(conn.name, GapEvent(topic, start, now_ms))
             else:
                 self.failed_acks += 1
-                reason = ack.message or "refused by server"
+                reason = scrub(ack.message) if ack.message else "refused by server"
                 logger.warning("subscribe %s refused: %s", topic, reason)
                 route.error = SubscriptionError(topic, reason)
                 route.ready.set()
                 self._on_failed(route)
                 self._report(route.error)
+
+    def _on_malformed(self, event: Malformed, payload: bytes) -> None:
+        """Count and report a frame we could not read; if it failed to parse, or names one
+        of our depth topics, the books it may have been meant for are resynced (a lost depth
+        update would leave them one update behind, saying ``synced``)."""
+        self.malformed += 1
+        reason, text = scrub(event.reason), scrub(event.text[:120])
+        self._report(ProtocolError(f"malformed frame ({reason}): {text!r}"))
+        routes = self._routes
+        books = [r for r in routes.values() if r.book is not None]
+        if not books:
+            return
+        raw = payload if isinstance(payload, (bytes, bytearray)) else str(payload).encode()
+        named = {m.decode("ascii") for m in _TOPIC_TOKEN.findall(raw)}
+        ours = [r for r in routes.values() if r.topic in named]
+        if ours:
+            targets = [r for r in ours if r.book is not None]
+        elif unparsed(event):
+            targets = books  # it could have been any of them
+        else:
+            return  # well-formed JSON about none of our topics: no book could have lost data
+        for route in targets:
+            book = route.book
+            if book is not None and book._bad_payload(f"unparseable frame ({reason})"):
+                self.unparsed_resyncs += 1
+                self.resync(route, "unparseable frame")
+
+    def _check_liveness(self, conn: Connection, now: float) -> None:
+        """Judge every topic's silence (see :class:`~sixmm.protocol.liveness.TopicWatch`)."""
+        backoff = self._liveness.repeat_backoff
+        last_rx = conn.last_rx
+        silent: List[Tuple[Route, Silence]] = []
+        with self._lock:
+            for route in self._routes.values():
+                found = route.watch.check(now, route.messages, last_rx, backoff)
+                if found is not None:
+                    silent.append((route, found))
+        for route, found in silent:
+            self._silent(conn, route, found)
+
+    def _silent(self, conn: Connection, route: Route, found: Silence) -> None:
+        """Heal one silent topic: resubscribe it alone, tell on_error and on_state."""
+        self.topic_silences += 1
+        error = TopicSilent(route.topic, found.silent_for, found.bound, found.streak)
+        logger.warning("%s", error)
+        if route.gap_start is None:  # its messages of the silence may be missing: on_gap
+            route.gap_start = (
+                route.last_ts if route.last_ts is not None else int(time.time() * 1000)
+            )
+        if route.book is not None:
+            self.resync(route, f"topic silent for {found.silent_for:.1f}s")
+        elif self._open:
+            self._send(conn, "unsubscribe", [route.topic], resync=True)
+            self._send(conn, "subscribe", [route.topic], resync=True)
+        self._report_error(error)
+        if self._on_topic_event is not None:
+            self._on_topic_event(conn.name, route.topic, str(error))
 
     def _mark_streaming(self, conn: Connection, reason: str) -> None:
         self._streaming = True
@@ -348,7 +431,8 @@ class PublicSession(Session):
             self.late_pushes += 1
             return
         self.unknown_topic += 1
-        self._report(ProtocolError(f"push for a topic not subscribed here: {push.topic!r}"))
+        topic = scrub(push.topic if len(push.topic) <= 200 else push.topic[:200] + "...")
+        self._report(ProtocolError(f"push for a topic not subscribed here: {topic!r}"))
 
     def _send(self, conn: Connection, op: str, topics: List[str], resync: bool = False) -> None:
         rid = self._ids.next()
@@ -382,4 +466,6 @@ class PublicSession(Session):
             "failed_acks": self.failed_acks,
             "resyncs": self.resyncs,
             "pongs": self.pongs,
+            "topic_silences": self.topic_silences,
+            "unparsed_resyncs": self.unparsed_resyncs,
         }

@@ -76,7 +76,9 @@ class StateEvent:
 
     ``connection`` is the connection's name (e.g. ``"sixmm-public-0"``, ``"sixmm-user"``);
     ``reason`` says why in words (``"connected"``, ``"dropped: ..."``, ``"stale: no frame for
-    45.0s"``, ``"listenKey renewed"``...).
+    45.0s"``, ``"listenKey renewed"``...). ``topic`` is set when the event is about one
+    topic rather than the connection: a silent topic resubscribed (``state`` is then the
+    connection's unchanged state, ``reason`` the silence, as in ``TopicSilent``).
 
     Thread-safety: immutable values; share freely.
     """
@@ -84,6 +86,8 @@ class StateEvent:
     state: StreamState
     reason: str
     connection: str
+    #: The one topic the event is about (a silent topic being resubscribed), else ``None``.
+    topic: Optional[str] = None
 
 
 @attrs.frozen

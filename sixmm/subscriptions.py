@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from .errors import SubscriptionError
+from .protocol.liveness import TopicWatch
 
 if TYPE_CHECKING:
     from .orderbook import OrderBook
@@ -37,10 +39,14 @@ class Route:
         "ready",
         "resync_at",
         "session",
+        "silence_after",
         "topic",
+        "watch",
     )
 
-    def __init__(self, topic: str, channel: Optional[str]) -> None:
+    def __init__(
+        self, topic: str, channel: Optional[str], silence_bound: Optional[float] = None
+    ) -> None:
         self.topic = topic
         self.channel = channel  # None for raw topics outside the known grammar
         self.callbacks: Tuple[Callback, ...] = ()
@@ -58,6 +64,16 @@ class Route:
         self.gap_start: Optional[int] = None
         self.gaps = 0
         self.resync_at: Optional[float] = None
+        # liveness: the policy's bound, unless a registration passed silence_after (the
+        # smallest one given wins); judged by the session's once-a-tick check
+        self.silence_after: Optional[float] = None
+        self.watch = TopicWatch(topic, silence_bound)
+
+    def override_silence(self, seconds: float) -> None:
+        """A registration asked for ``silence_after=seconds`` (the most demanding one wins)."""
+        if self.silence_after is None or seconds < self.silence_after:
+            self.silence_after = seconds
+            self.watch.bound = None if seconds == float("inf") else seconds
 
     @property
     def empty(self) -> bool:
@@ -71,6 +87,7 @@ class Route:
             "gaps": self.gaps,
             "last_ts": self.last_ts,
             "lag_ms": self.lag_ms,
+            **self.watch.stats(time.monotonic()),
         }
 
 

@@ -226,3 +226,59 @@ def test_depth_payload_for_another_symbol_is_rejected(sandbox: Sandbox) -> None:
         wait_until(lambda: any("ETHUSDT" in str(e) for e in errors.snapshot()))
         assert book.wait_synced(5)
         assert_equals_truth(sandbox, book)
+
+
+@pytest.mark.parametrize("how", ["nan", "truncate"])
+def test_unparseable_depth_update_unsyncs_and_resyncs_its_book(sandbox: Sandbox, how: str) -> None:
+    """The sandbox applies an update to its truth but sends it unparseable (a raw NaN, or cut
+    short): the book it was for must not stay 'synced' one update behind."""
+    errors = Recorder()
+    with StreamManager(sandbox.ws_url, on_error=errors, **FAST) as streams:
+        btc = streams.order_book("BTCUSDT")
+        eth = streams.order_book("ETHUSDT")
+        assert btc.wait_synced(5) and eth.wait_synced(5)
+        sandbox.pause_market()
+        assert_equals_truth(sandbox, btc)
+        assert_equals_truth(sandbox, eth)
+        before = btc.stats()["resyncs"], eth.stats()["resyncs"]
+        sandbox.corrupt_next_depth("BTCUSDT", how)
+        sandbox.step(1)  # BTC's update arrives unparseable; ETH's arrives fine
+        wait_until(lambda: btc.stats()["resyncs"] == before[0] + 1)
+        wait_until(lambda: resubscribes(sandbox, "market.depth.BTCUSDT") == 1)
+        assert btc.wait_synced(5)
+        assert_equals_truth(sandbox, btc)  # the fresh snapshot carries the lost update
+        assert_equals_truth(sandbox, eth)
+        assert eth.stats()["resyncs"] == before[1]  # its topic was named: only BTC's book
+        assert resubscribes(sandbox, "market.depth.ETHUSDT") == 0
+        conn = streams.stats()["connections"]["public-0"]
+        assert conn["reconnects"] == 0 and conn["unparsed_resyncs"] == 1
+    assert any("malformed frame" in str(e) for e in errors.snapshot())
+
+
+def test_unparseable_frame_naming_no_topic_resyncs_every_book(sandbox: Sandbox) -> None:
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+        btc = streams.order_book("BTCUSDT")
+        eth = streams.order_book("ETHUSDT")
+        assert btc.wait_synced(5) and eth.wait_synced(5)
+        sandbox.pause_market()
+        before = btc.stats()["resyncs"], eth.stats()["resyncs"]
+        sandbox.corrupt_next_depth("BTCUSDT", "headless")
+        sandbox.step(1)
+        wait_until(lambda: btc.stats()["resyncs"] == before[0] + 1)
+        wait_until(lambda: eth.stats()["resyncs"] == before[1] + 1)
+        assert_equals_truth(sandbox, btc)
+        assert_equals_truth(sandbox, eth)
+
+
+def test_wellformed_garbage_about_no_book_leaves_books_alone(sandbox: Sandbox) -> None:
+    with StreamManager(sandbox.ws_url, **FAST) as streams:
+        btc = streams.order_book("BTCUSDT")
+        assert btc.wait_synced(5)
+        sandbox.pause_market()
+        before = btc.stats()["resyncs"]
+        sandbox.send_malformed('["a", "list"]')
+        sandbox.send_malformed('{"topic":"market.trade.BTCUSDT","event":"data"}')
+        wait_until(lambda: streams.stats()["connections"]["public-0"]["malformed"] >= 2)
+        sandbox.send_malformed("{not json")  # fails to parse: could have been the book's
+        wait_until(lambda: btc.stats()["resyncs"] == before + 1)
+        assert_equals_truth(sandbox, btc)

@@ -11,6 +11,7 @@ from sixmm.protocol.topics import (
     INTERVALS,
     TICKERS_TOPIC,
     Topic,
+    channel_of,
     depth_topic,
     is_known_topic,
     kline_topic,
@@ -161,3 +162,57 @@ def test_parse_never_raises_anything_but_value_error(text: str) -> None:
     else:
         assert topic.name == text
         assert is_known_topic(text)
+
+
+@pytest.mark.parametrize(
+    ("wire", "channel"),
+    [
+        ("market.depth.BTCUSDT", "depth"),
+        ("market.kline.BTCUSDT.1m", "kline"),
+        ("market.tickers", "tickers"),
+        ("user.5794", "user"),
+        ("market.funding.BTCUSDT", None),
+        ("market.markPrice.BTCUSDT", None),
+        ("market.liquidations", None),
+        ("market.index.BTC_USDT.1s", None),
+    ],
+)
+def test_channel_of_accepts_known_and_wellformed_unknown_channels(
+    wire: str, channel: object
+) -> None:
+    assert channel_of(wire) == channel
+    assert is_known_topic(wire) is (channel is not None)  # unknown ones stay unknown
+
+
+@pytest.mark.parametrize(
+    ("wire", "part"),
+    [
+        ("market.depth.btcusdt", "upper-case"),  # known channels keep their strict grammar
+        ("market.kline.BTCUSDT.1x", "interval"),
+        ("market.tickers.X", "market.tickers"),
+        ("market.Depth.BTCUSDT", "case-sensitive"),
+        ("market.TRADE.BTCUSDT", "case-sensitive"),
+        ("market.", "channel name"),
+        ("market.1funding.X", "channel name"),
+        ("market.fund ing.X", "channel name"),
+        ("market.funding..X", "bad part"),
+        ("market.funding.X.", "bad part"),
+        ("market.funding.X$", "bad part"),
+        ("market.funding." + ".".join("A" * 7), "parts"),
+        ("market.funding." + "X" * 300, "longer"),
+        ("funding.BTCUSDT", "bad topic"),
+    ],
+)
+def test_channel_of_rejects_malformed_topics_naming_the_part(wire: str, part: str) -> None:
+    with pytest.raises(ValueError, match=part):
+        channel_of(wire)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_channel_of_never_raises_anything_but_value_error(text: str) -> None:
+    try:
+        channel = channel_of("market." + text)
+    except ValueError:
+        return
+    assert channel is None or channel in CHANNELS

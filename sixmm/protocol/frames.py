@@ -29,6 +29,9 @@ reason comes from ``message``, ``msg``, ``error`` or ``reason``; an ack's topics
 (then the ack speaks for every topic of its request); ``ts`` is an int or ``None`` (a digit
 string is converted, anything else becomes ``None`` rather than failing the frame).
 
+Server text (error messages, refusal reasons, the frame quoted in a ``Malformed``) passes
+through :func:`sixmm.protocol.redact.scrub` here, before anyone can log, raise or store it.
+
 Limits: frames over ``max_bytes`` (UTF-8 bytes) or nested deeper than ``max_depth`` are
 ``Malformed``; so are invalid UTF-8, ``NaN``/``Infinity`` tokens and non-string topics.
 """
@@ -43,6 +46,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 from sixmm import _json
 from sixmm.config import DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_JSON_DEPTH
 from sixmm.protocol.events import Ack, AuthResult, Event, Malformed, Pong, PrivatePush, Push
+from sixmm.protocol.redact import scrub
 
 __all__ = [
     "MALFORMED_TEXT_CHARS",
@@ -52,6 +56,7 @@ __all__ = [
     "encode_ping",
     "encode_subscribe",
     "encode_unsubscribe",
+    "unparsed",
 ]
 
 #: ``Malformed.text`` keeps at most this many characters of the frame (for logs).
@@ -134,6 +139,22 @@ def acked_topics(ack: Ack, outstanding: Iterable[str]) -> List[str]:
 
 
 # --------------------------------------------------------------------------- decode
+
+#: ``Malformed`` reasons of frames whose content could not be read at all (so nobody knows
+#: which topic they carried), as opposed to well-formed JSON of the wrong shape.
+_UNPARSED_REASONS = (
+    "frame too large",
+    "JSON nested",
+    "invalid UTF-8",
+    "invalid JSON",
+    "decoder error",
+)
+
+
+def unparsed(event: Malformed) -> bool:
+    """True when ``event`` is a frame that failed to parse (not JSON, too large, too deep):
+    it may have been any push, e.g. a depth update a book now lacks."""
+    return event.reason.startswith(_UNPARSED_REASONS)
 
 
 def decode(
@@ -233,7 +254,7 @@ def _classify(obj: Dict[str, Any], topic: Any, text: Union[str, bytes]) -> Event
         # match: Malformed, with the server's message as the reason.
         if obj.get("id") is None:
             message = _message(obj) or "no message"
-            return Malformed(f"server error: {message}", _clip(text))
+            return Malformed(f"server error: {_shorten(message)}", _clip(text))
         op = obj.get("op")
         return _ack(obj, op if op == "unsubscribe" else "subscribe", text, success=False)
     if type(event) is not str:
@@ -309,6 +330,15 @@ def _success(obj: Dict[str, Any]) -> Optional[bool]:
 
 
 def _message(obj: Dict[str, Any]) -> Optional[str]:
+    text = _raw_message(obj)
+    return None if text is None else scrub(text)
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _raw_message(obj: Dict[str, Any]) -> Optional[str]:
     for key in ("message", "msg", "error", "reason"):
         value = obj.get(key)
         if value is None:
@@ -414,8 +444,13 @@ def _too_deep(obj: Any, limit: int) -> bool:
 
 
 def _clip(text: Union[str, bytes]) -> str:
+    """The start of a frame for ``Malformed.text``, credentials scrubbed (the cut is made
+    after scrubbing, so a secret straddling it cannot leak in part)."""
     if not isinstance(text, str):
-        text = bytes(text[: MALFORMED_TEXT_CHARS * 4]).decode("utf-8", "replace")
+        text = bytes(text[: MALFORMED_TEXT_CHARS * 8]).decode("utf-8", "replace")
+    else:
+        text = text[: MALFORMED_TEXT_CHARS * 2]
+    text = scrub(text)
     if len(text) <= MALFORMED_TEXT_CHARS:
         return text
     return text[:MALFORMED_TEXT_CHARS] + "..."

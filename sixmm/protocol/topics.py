@@ -11,6 +11,12 @@ wire name                          ``channel``  parts
 ``user.{id}``                      ``user``     id (kept in ``symbol``)
 =================================  ===========  =============================
 
+Any other channel (a channel the exchange added, which sixmm has no model for) is accepted by
+:func:`channel_of` when well-formed [assumed grammar]: ``market.{channel}`` plus up to 6 more
+dot-separated parts, the channel 1-40 characters of ``A-Za-z0-9_`` starting with a letter,
+each part 1-64 of ``A-Za-z0-9_-`` (e.g. ``market.funding.BTCUSDT``). Its pushes are delivered
+as the envelope dict. A known channel name in another case (``market.Depth.X``) is an error.
+
 Symbols [assumed grammar]: 2-30 characters of ``A-Z`` and ``0-9``, with ``_`` or ``-``
 allowed inside (not first or last), e.g. ``BTCUSDT``. Builders upper-case their input;
 :func:`parse_topic` does not (a wire topic is exact). Intervals are case-sensitive:
@@ -30,6 +36,7 @@ __all__ = [
     "INTERVALS",
     "TICKERS_TOPIC",
     "Topic",
+    "channel_of",
     "depth_topic",
     "is_known_topic",
     "kline_topic",
@@ -52,6 +59,10 @@ _SYMBOL_RE = re.compile(r"[A-Z0-9](?:[A-Z0-9_-]{0,28}[A-Z0-9])?")
 _USER_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SYMBOL_CHANNELS = frozenset(("depth", "trade", "ticker"))
 _MAX_TOPIC_LEN = 200
+_RAW_CHANNEL_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
+_RAW_PART_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_MAX_RAW_PARTS = 8
+_KNOWN_LOWER = frozenset(CHANNELS)
 
 
 @attrs.frozen(slots=True)
@@ -196,3 +207,35 @@ def is_known_topic(s: object) -> bool:
     except ValueError:
         return False
     return True
+
+
+@functools.lru_cache(maxsize=4096)
+def _channel_of(s: str) -> Optional[str]:
+    parts = s.split(".")
+    if len(parts) >= 2 and parts[0] == "market" and parts[1] not in CHANNELS:
+        channel = parts[1]
+        if len(s) > _MAX_TOPIC_LEN:
+            raise ValueError(f"bad topic {_clip(s)}: longer than {_MAX_TOPIC_LEN} characters")
+        if channel.lower() in _KNOWN_LOWER:
+            raise ValueError(
+                f"bad topic {_clip(s)}: channel {_clip(channel)} must be {channel.lower()!r}"
+                " (channel names are case-sensitive)"
+            )
+        if _RAW_CHANNEL_RE.fullmatch(channel) is None:
+            raise ValueError(f"bad topic {_clip(s)}: bad channel name {_clip(channel)}")
+        if len(parts) > _MAX_RAW_PARTS:
+            raise ValueError(f"bad topic {_clip(s)}: more than {_MAX_RAW_PARTS} parts")
+        for part in parts[2:]:
+            if _RAW_PART_RE.fullmatch(part) is None:
+                raise ValueError(f"bad topic {_clip(s)}: bad part {_clip(part)}")
+        return None
+    return _parse(s).channel
+
+
+def channel_of(s: str) -> Optional[str]:
+    """The known channel of a ``market.`` or ``user.`` topic, or ``None`` for a well-formed
+    topic of a channel sixmm has no model for (``market.funding.BTCUSDT``). Known channels
+    keep their strict grammar; raises ``ValueError`` naming the bad part."""
+    if not isinstance(s, str):
+        raise ValueError(f"topic must be a str, got {type(s).__name__}")
+    return _channel_of(s)

@@ -7,6 +7,7 @@ Prints one banner line, then serves until Ctrl-C or SIGTERM (exit status 0). Wit
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -41,6 +42,10 @@ control commands (one per line on stdin, with --control or a terminal):
   pause | unpause | step [N]   freeze / unfreeze / advance the market
   user [EVENT_TYPE]       push a private event
   burst SYMBOL N          publish N trades back to back
+  silence-topic TOPIC [SECONDS]  stop pushing one topic (until resubscribed, or SECONDS)
+  unsilence-topic [TOPIC] end silence-topic (for TOPIC, or every topic)
+  corrupt-depth SYMBOL [nan|truncate|headless]  next depth update of SYMBOL unparseable
+  publish TOPIC JSON      push JSON as the data of one TOPIC push (e.g. market.funding.X)
   status                  show connections and listenKeys
   quit                    stop the sandbox"""
 
@@ -114,6 +119,10 @@ def _commands(sb: Sandbox, out: Callable[[str], None]) -> Dict[str, Callable[[Li
         "step": lambda a: sb.step(int(a[0]) if a else 1),
         "user": lambda a: out(str(sb.push_user_event(a[0] if a else "ORDER_TRADE_UPDATE"))),
         "burst": lambda a: sb.burst(a[0], int(a[1])),
+        "silence-topic": lambda a: sb.silence_topic(a[0], float(a[1]) if len(a) > 1 else None),
+        "unsilence-topic": lambda a: sb.unsilence_topic(opt(a, 0)),
+        "corrupt-depth": lambda a: sb.corrupt_next_depth(a[0], a[1] if len(a) > 1 else "nan"),
+        "publish": lambda a: out(f"sent to {sb.publish(a[0], json.loads(' '.join(a[1:])))}"),
         "status": status,
     }
 

@@ -407,6 +407,34 @@ class Sandbox:
             )
         )
 
+    def silence_topic(self, topic: str, seconds: Optional[float] = None) -> None:
+        """Stop sending ``topic``'s pushes (to every connection) while the connection and the
+        other topics go on, as a server whose subscription died. The market keeps moving
+        (a depth topic falls behind its truth). ``seconds=None``: until the topic is subscribed
+        again (a resubscribe heals it, snapshot included) or :meth:`unsilence_topic`;
+        ``seconds``: for that long, resubscribes or not (``math.inf``: for good)."""
+        if not isinstance(topic, str) or not topic:
+            raise ValueError(f"topic must be a non-empty string, not {topic!r}")
+        self._call(lambda: self._server.mute_topic(topic, seconds, heal=True))
+
+    def unsilence_topic(self, topic: Optional[str] = None) -> None:
+        """End :meth:`silence_topic` for ``topic`` (or every topic)."""
+        self._call(lambda: self._server.unmute_topic(topic))
+
+    def corrupt_next_depth(self, symbol: str, how: str = "nan") -> None:
+        """The next depth update of ``symbol`` reaches every subscriber unparseable (``"nan"``:
+        a raw ``NaN`` token; ``"truncate"``: cut in half; ``"headless"``: its start, topic
+        included, cut off); the truth applies it."""
+        self._symbol(symbol)
+        if how not in ("nan", "truncate", "headless"):
+            raise ValueError(f"how must be 'nan', 'truncate' or 'headless', not {how!r}")
+        self._call(lambda: self._server.corrupt_depth.__setitem__(symbol, how))
+
+    def publish(self, topic: str, data: Any) -> int:
+        """Push ``data`` on ``topic`` now to every connection subscribed to it (any topic the
+        sandbox accepts, e.g. ``market.funding.BTCUSDT``); return how many got it."""
+        return self._call(lambda: self._server.publish_raw(topic, data))
+
     def burst(self, symbol: str, n: int) -> None:
         """Publish ``n`` single-trade frames on ``market.trade.SYMBOL`` back to back."""
         self._symbol(symbol)

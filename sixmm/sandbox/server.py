@@ -176,6 +176,9 @@ class Server:
         self.http_faults = HttpFaults()  # rate limits (Retry-After), stalls, upgrade log
         self.history: Deque[str] = collections.deque(maxlen=1000)
         self.last_update: Dict[str, Optional[DepthEvent]] = {}
+        # topic -> (silent until (monotonic), healed by the next subscribe of the topic)
+        self.muted: Dict[str, Tuple[float, bool]] = {}
+        self.corrupt_depth: Dict[str, str] = {}  # symbol -> how to corrupt its next update
         self.rng = random.Random(f"{settings.seed}:server")
         self.port = 0
         self._next_conn = 0
@@ -191,6 +194,16 @@ class Server:
 
     def silent(self) -> bool:
         return time.monotonic() < self.silent_until
+
+    def topic_muted(self, topic: str) -> bool:
+        """True while :meth:`mute_topic` holds ``topic`` silent (its pushes are lost)."""
+        entry = self.muted.get(topic)
+        if entry is None:
+            return False
+        if time.monotonic() < entry[0]:
+            return True
+        del self.muted[topic]
+        return False
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> int:
@@ -279,13 +292,14 @@ class Server:
             self.publish(f"market.kline.{symbol}.{interval}", now, kline)
         for ticker in res.tickers:
             self.publish(f"market.ticker.{ticker['symbol']}", now, ticker)
+            self.publish(f"market.funding.{ticker['symbol']}", now, funding(ticker, now))
         if res.tickers:
             self.publish("market.tickers", now, res.tickers)
 
     def publish(self, topic: str, ts: int, data: Any) -> int:
         """Send one push (encoded once, only if anyone listens) to every subscriber."""
         subs = self.subs.get(topic)
-        if not subs:
+        if not subs or self.topic_muted(topic):
             return 0
         text = push_frame(topic, ts, data)
         for conn in list(subs.values()):
@@ -304,9 +318,17 @@ class Server:
     def publish_depth(self, ev: DepthEvent, now: int, corrupt: bool = False) -> None:
         self.last_update[ev.symbol] = None if corrupt else ev
         subs = self.subs.get(f"market.depth.{ev.symbol}")
-        if not subs:
+        if not subs or self.topic_muted(f"market.depth.{ev.symbol}"):
             return
         text: Optional[str] = None
+        how = self.corrupt_depth.pop(ev.symbol, None)
+        if how is not None:  # the truth moved on; every subscriber gets an unparseable frame
+            self.last_update[ev.symbol] = None
+            bad = corrupt_frame(depth_frame(ev, self.s.depth_style, now), how)
+            for conn in list(subs.values()):
+                conn.overlap.pop(ev.symbol, None)
+                conn.send(bad)
+            return
         for conn in list(subs.values()):
             prev = conn.overlap.pop(ev.symbol, None)
             if prev is not None and prev.end + 1 == ev.start:
@@ -326,6 +348,8 @@ class Server:
         book = self.market.books[symbol]
         now = self.server_ms()
         conn.overlap.pop(symbol, None)
+        if self.topic_muted(f"market.depth.{symbol}"):
+            return
         conn.send(depth_frame(book.snapshot(), self.s.depth_style, now))
         last = self.last_update.get(symbol)
         if not self.s.depth_quirks or last is None or last.end != book.version:
@@ -508,6 +532,9 @@ class Server:
             conn.send(ack_frame(rid, op, False, [topic], reason, style))
         for topic in good:
             if op == "subscribe":
+                entry = self.muted.get(topic)
+                if entry is not None and entry[1]:  # a fresh subscription heals a dead one
+                    del self.muted[topic]
                 conn.topics[topic] = None
                 self.subs.setdefault(topic, {})[conn.id] = conn
                 if topic.startswith("market.depth."):
@@ -566,12 +593,49 @@ class Server:
         assert self.market is not None
         self.publish_depth(self.market.books[symbol].crossed_update(), self.server_ms(), True)
 
+    def mute_topic(self, topic: str, seconds: Optional[float], heal: bool) -> None:
+        until = math.inf if seconds is None else time.monotonic() + seconds
+        self.muted[topic] = (until, heal and seconds is None)
+
+    def unmute_topic(self, topic: Optional[str]) -> None:
+        if topic is None:
+            self.muted.clear()
+        else:
+            self.muted.pop(topic, None)
+
+    def publish_raw(self, topic: str, data: Any) -> int:
+        """One push of ``data`` on ``topic`` to its subscribers (any topic, even unknown)."""
+        return self.publish(topic, self.server_ms(), data)
+
     def burst(self, symbol: str, n: int) -> None:
         assert self.market is not None
         book = self.market.books[symbol]
         for _ in range(n):
             now = self.server_ms()
             self.publish_trades(symbol, now, book.trades(now, 1))
+
+
+def funding(ticker: Dict[str, object], now: int) -> Dict[str, object]:
+    """A ``market.funding.{symbol}`` push (a channel the client has no model for), derived
+    from the ticker so the market's random sequence is unchanged."""
+    period = 8 * 3600 * 1000
+    return {
+        "symbol": ticker["symbol"],
+        "markPrice": ticker.get("markPrice"),
+        "fundingRate": ticker.get("fundingRate"),
+        "nextFundingTime": now - now % period + period,
+    }
+
+
+def corrupt_frame(text: str, how: str) -> str:
+    """``text`` made unparseable: ``"nan"`` puts a raw ``NaN`` token in place of the end
+    version, ``"truncate"`` cuts the frame in half, ``"headless"`` cuts off its start up to
+    and including the topic (nobody can tell which book it was for)."""
+    if how == "truncate":
+        return text[: max(1, len(text) // 2)]
+    if how == "headless":
+        return text[text.index('"event"') :]
+    return text.replace('"endVersion":', '"endVersion":NaN,"was":', 1)
 
 
 def _merge(prev: DepthEvent, ev: DepthEvent) -> DepthEvent:

@@ -57,7 +57,7 @@ def validate_topic(topic: Any, symbols: Collection[str]) -> Optional[str]:
     if len(parts) < 3 or parts[0] != "market":
         return f"invalid topic: {topic}"
     channel, symbol = parts[1], parts[2]
-    if channel in ("depth", "trade", "ticker"):
+    if channel in ("depth", "trade", "ticker", "funding"):
         if len(parts) != 3:
             return f"invalid topic: {topic}"
     elif channel == "kline":
