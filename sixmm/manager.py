@@ -38,6 +38,7 @@ from .protocol.topics import (
     trade_topic,
 )
 from .public import PublicSession
+from .recording import Recorder
 from .states import ConnState, GapEvent, StateEvent, StreamState, public_state
 from .subscriptions import Callback, Route, Subscription
 from .supervisor import Heartbeat
@@ -98,6 +99,7 @@ class StreamManager:
         stable_after: float = 30.0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+        record: Optional[str] = None,
     ) -> None:
         self.url = check_url(url, allow_insecure=allow_insecure)
         if ping_interval <= 0 or stale_after <= 0:
@@ -122,6 +124,15 @@ class StreamManager:
             "ca_certs": ca_certs,
             "max_frame_bytes": max_frame_bytes,
         }
+        # record=PATH: a tap on every connection (sixmm.recording); replay swaps the factory
+        self._recorder: Optional[Recorder] = None
+        if record is not None:
+            self._recorder = Recorder(
+                str(record), url=self.url, report=functools.partial(self._report, "recorder")
+            )
+            self._conn_opts["tap"] = self._recorder
+        self._new_connection: Callable[..., Connection] = Connection
+        self._session_clock: Callable[[], float] = time.monotonic
         limits = (max_frame_bytes, max_json_depth)
         # a plain call is ~0.2 us cheaper per message than one with keyword arguments
         self._decode: Callable[[bytes], Event] = (
@@ -141,6 +152,19 @@ class StreamManager:
         self._done = threading.Event()
         self._heartbeat = Heartbeat(self._connections, self._send_ping, ping_interval=ping_interval)
 
+    @classmethod
+    def replay(cls, path: str, *, speed: Optional[float] = None, **kwargs: Any) -> StreamManager:
+        """A manager that reads the recording at ``path`` instead of the network.
+
+        The same registration methods, callbacks and notifications as a live manager; books
+        rebuilt with the same checks; ``user()`` needs no credentials. ``speed=None``: as fast
+        as possible; ``speed=1.0``: the recorded timing. ``wait()`` returns True once the
+        recording is exhausted. See :mod:`sixmm.replay`.
+        """
+        from .replay import ReplayManager
+
+        return ReplayManager(path, speed=speed, **kwargs)
+
     # -- context manager and life cycle -------------------------------------------------
 
     def __enter__(self) -> StreamManager:
@@ -159,6 +183,11 @@ class StreamManager:
                 return self
             self._started = True
             self._dispatcher.start(self._invoker)
+            if self._recorder is not None:
+                self._recorder.start()
+                if self.rest is not None:
+                    self._recorder.remember_client(self.rest)
+                    self.rest.on_call = self._recorder.rest
             conns = self._connections()
         for conn in conns:
             conn.start()
@@ -183,6 +212,9 @@ class StreamManager:
         def left() -> float:
             return max(0.05, deadline - time.monotonic())
 
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.mark_stop()
         for conn in conns:  # wake all first, then join: they stop in parallel
             conn.stop(0)
         for conn in conns:
@@ -191,6 +223,10 @@ class StreamManager:
             keeper.stop(left())
         self._heartbeat.stop(left())
         self._dispatcher.stop(left())
+        if recorder is not None:
+            if self.rest is not None and self.rest.on_call == recorder.rest:
+                self.rest.on_call = None
+            recorder.stop(left())
         self._done.set()
         logger.info("stream manager stopped")
 
@@ -343,6 +379,7 @@ class StreamManager:
             "books": books,
             "dispatcher": self._dispatcher.stats(),
             "heartbeat": {"pings_sent": self._heartbeat.pings_sent},
+            **({"recorder": self._recorder.stats()} if self._recorder is not None else {}),
         }
 
     @property
@@ -373,15 +410,17 @@ class StreamManager:
             return route
         route = Route(topic, channel)
         self._routes[topic] = route
-        session = self._session_with_room()
+        session = self._session_with_room(topic)
         session.add(route)
         return route
 
-    def _session_with_room(self) -> PublicSession:
+    def _session_with_room(self, topic: str) -> PublicSession:
         for session, _conn in self._public:
             if len(session) < self._max_topics:
                 return session
-        name = f"public-{len(self._public)}"
+        return self._new_public_session(f"public-{len(self._public)}")
+
+    def _new_public_session(self, name: str) -> PublicSession:
         session = PublicSession(
             self.url,
             ids=self._ids,
@@ -391,8 +430,9 @@ class StreamManager:
             on_failed=self._route_failed,
             decode=self._decode,
             ack_timeout=self._ack_timeout,
+            clock=self._session_clock,
         )
-        conn = Connection(
+        conn = self._new_connection(
             name,
             session,
             backoff=self._backoff,
@@ -407,20 +447,10 @@ class StreamManager:
         return session
 
     def _make_user(self) -> Tuple[UserSession, Connection]:
-        from .keepalive import ListenKeyKeeper
-
         assert self.rest is not None
         route = Route("user", "user")
         conn_holder: List[Connection] = []
-        keeper = None
-        if self.rest.auth_kind == "hmac":
-            keeper = ListenKeyKeeper(
-                self.rest,
-                renew_interval=self._renew_interval,
-                on_new_key=lambda key: conn_holder[0].restart("new listenKey"),
-                on_status=self._keeper_status,
-                on_fatal=lambda exc: conn_holder[0].fail(exc),
-            )
+        keeper = self._new_keeper(conn_holder)
         self._keeper = keeper
         session = UserSession(
             self.url,
@@ -433,8 +463,9 @@ class StreamManager:
             on_gap=self._emit_gap,
             decode=self._decode,
             auth_timeout=self._ack_timeout,
+            clock=self._session_clock,
         )
-        conn = Connection(
+        conn = self._new_connection(
             "user",
             session,
             backoff=self._backoff,
@@ -445,6 +476,23 @@ class StreamManager:
         conn_holder.append(conn)
         session.bind(conn)
         return session, conn
+
+    def _new_keeper(self, conn_holder: List[Connection]) -> Optional[ListenKeyKeeper]:
+        from .keepalive import ListenKeyKeeper
+
+        assert self.rest is not None
+        if self.rest.auth_kind != "hmac":
+            return None
+        return ListenKeyKeeper(
+            self.rest,
+            renew_interval=self._renew_interval,
+            on_new_key=lambda key: conn_holder[0].restart("new listenKey"),
+            on_status=self._keeper_status,
+            on_fatal=lambda exc: conn_holder[0].fail(exc),
+        )
+
+    def _report(self, lane: str, error: BaseException) -> None:
+        self._dispatcher.report(lane, error)
 
     def _release(self, route: Route, callback: Any, slot: str) -> None:
         """Undo one registration (called by :meth:`Subscription.unsubscribe`)."""
@@ -518,6 +566,8 @@ class StreamManager:
     def _keeper_status(self, kind: str, reason: str) -> None:
         log = logger.warning if kind in ("renew_failed", "fatal") else logger.info
         log("listenKey %s: %s", kind, reason)
+        if self._recorder is not None:
+            self._recorder.listen_key(kind, reason)
         user = self._user
         if self._on_state is None or user is None:
             return
