@@ -126,6 +126,15 @@ def _placement(path: str) -> Tuple[Dict[str, str], str]:
     return placed, user_kind
 
 
+def recorded_topics(path: str) -> Tuple[List[str], bool]:
+    """The public topics a recording subscribed (in order) and whether it has a private
+    stream."""
+    placed, _kind = _placement(path)
+    _h, events, _info = read_recording(path)
+    has_user = any(ev.get("conn") == "user" and ev.get("ev") == "open" for ev in events)
+    return list(placed), has_user
+
+
 class _ReplayKeeper:
     """Stands in for the listenKey keeper: the recording says what happened to the key."""
 
