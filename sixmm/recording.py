@@ -31,6 +31,7 @@ from typing import IO, Any, Callable, Deque, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 from .errors import SixMMError
+from .protocol import redact
 from .protocol.redact import remember, scrub
 
 __all__ = ["FLUSH_INTERVAL", "FORMAT", "VERSION", "Recorder", "RecorderOverflow"]
@@ -43,9 +44,13 @@ FLUSH_INTERVAL = 0.5
 _WAKE = 0.1
 DEFAULT_MAX_PENDING = 200_000
 
-# event tuples: (kind, conn, value, epoch seconds, monotonic seconds)
-_Item = Tuple[str, str, Any, float, float]
+# event tuples: (kind, conn, value, monotonic seconds); one clock read per event, the
+# epoch time of each line is derived from the header's anchor (no jumps when NTP steps)
+_Item = Tuple[str, str, Any, float]
 _enc: Callable[[str], str] = encode_basestring
+_monotonic = time.monotonic
+# every credential name redact.scrub looks for contains one of these (lowercased)
+_CREDENTIAL_WORDS = (b"key", b"token", b"signature", b"secret", b"bearer")
 
 
 class RecorderOverflow(SixMMError, BufferError):
@@ -85,6 +90,9 @@ class Recorder:
         self._file: Optional[IO[bytes]] = None
         self._raw: Optional[IO[bytes]] = None
         self._mono0 = time.monotonic()
+        self._epoch0_ms = time.time() * 1000.0
+        self._secrets_seen: Tuple[str, ...] = ()
+        self._secret_bytes: Tuple[bytes, ...] = ()
         self._lock = threading.Lock()
         self.dropped = 0
         self._dropped_written = 0
@@ -102,7 +110,7 @@ class Recorder:
         if len(q) >= self._max or self._stop.is_set():
             self.dropped += 1  # racy by a count at worst; reported as "at least"
             return
-        q.append((kind, conn, value, time.time(), time.monotonic()))
+        q.append((kind, conn, value, time.monotonic()))
 
     def opened(self, conn: str, url: str) -> None:
         # the credential in the URL is scrubbed from everything recorded from now on, even
@@ -122,7 +130,7 @@ class Recorder:
         if len(q) >= self._max:
             self.dropped += 1
             return
-        q.append(("recv", conn, payload, time.time(), time.monotonic()))
+        q.append(("recv", conn, payload, _monotonic()))
 
     def sent(self, conn: str, text: str) -> None:
         self._put("sent", conn, text)
@@ -159,11 +167,12 @@ class Recorder:
             raw = open(self.path, "wb")  # noqa: SIM115 (owned by the writer thread)
             self._raw = raw
             if self.path.endswith(".gz"):
-                self._file = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6)  # type: ignore[assignment]
+                self._file = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1)  # type: ignore[assignment]
             else:
                 self._file = raw
             now = time.time()
             self._mono0 = time.monotonic()
+            self._epoch0_ms = now * 1000.0
             header = {
                 "format": FORMAT,
                 "version": VERSION,
@@ -234,44 +243,100 @@ class Recorder:
     def _drain(self) -> None:
         q = self._q
         popleft = q.popleft
-        mono0 = self._mono0
+        batch = [popleft() for _ in range(len(q))]
         lines: List[str] = []
-        append = lines.append
-        n = len(q)
-        while n > 0:
-            n -= 1
-            kind, conn, value, t, m = popleft()
-            head = f'{{"t":{int(t * 1000)},"mono":{m - mono0:.6f},"conn":{_enc(conn)},"ev":"{kind}"'
-            if kind == "recv":
-                try:
-                    text = value.decode("utf-8")
-                except UnicodeDecodeError:
-                    append(f'{head},"b64":"{base64.b64encode(value).decode("ascii")}"}}\n')
-                    continue
-                append(f'{head},"text":{_enc(scrub(text))}}}\n')
-            elif kind == "sent":
-                append(f'{head},"text":{_enc(scrub(value))}}}\n')
-            elif kind == "open":
-                append(f'{head},"url":{_enc(scrub(value))}}}\n')
-            elif kind in ("close", "connect_failed"):
-                append(f'{head},"reason":{_enc(scrub(value))}}}\n')
-            elif kind == "listen_key":
-                append(f'{head},"kind":{_enc(value[0])},"reason":{_enc(scrub(value[1]))}}}\n')
-            elif kind == "rest":
-                body = json.dumps(value, separators=(",", ":"), default=str)
-                append(f'{head},"call":{scrub(body)}}}\n')
-            else:  # stop
-                append(head + "}\n")
+        run: List[_Item] = []
+        for item in batch:
+            if item[0] == "recv":
+                run.append(item)
+                continue
+            if run:
+                self._recv_lines(run, lines)
+                run = []
+            lines.append(self._line(item))
+        if run:
+            self._recv_lines(run, lines)
         if self.dropped != self._dropped_written:
             total = self.dropped
-            append(
-                f'{{"t":{int(time.time() * 1000)},"mono":{time.monotonic() - mono0:.6f},'
-                f'"conn":"","ev":"dropped","count":{total - self._dropped_written}}}\n'
+            lines.append(
+                f'{self._head("", _monotonic())},"ev":"dropped",'
+                f'"count":{total - self._dropped_written}}}\n'
             )
             self._dropped_written = total
         if lines:
             self.written += len(lines)
             self._write("".join(lines))
+
+    def _head(self, conn: str, m: float) -> str:
+        t = int(self._epoch0_ms + (m - self._mono0) * 1000.0)
+        return f'{{"t":{t},"us":{int((m - self._mono0) * 1e6)},"conn":{_enc(conn)}'
+
+    def _line(self, item: _Item) -> str:
+        """One event line (the general path: every text scrubbed)."""
+        kind, conn, value, m = item
+        head = self._head(conn, m)
+        if kind == "recv":
+            try:
+                text = value.decode("utf-8")
+            except UnicodeDecodeError:
+                return f'{head},"ev":"recv","b64":"{base64.b64encode(value).decode("ascii")}"}}\n'
+            if self._suspect(value):
+                text = scrub(text)
+            return f'{head},"ev":"recv","text":{_enc(text)}}}\n'
+        if kind == "sent":
+            return f'{head},"ev":"sent","text":{_enc(scrub(value))}}}\n'
+        if kind == "open":
+            return f'{head},"ev":"open","url":{_enc(scrub(value))}}}\n'
+        if kind in ("close", "connect_failed"):
+            return f'{head},"ev":"{kind}","reason":{_enc(scrub(value))}}}\n'
+        if kind == "listen_key":
+            return (
+                f'{head},"ev":"listen_key","kind":{_enc(value[0])},'
+                f'"reason":{_enc(scrub(value[1]))}}}\n'
+            )
+        if kind == "rest":
+            body = json.dumps(value, separators=(",", ":"), default=str)
+            return f'{head},"ev":"rest","call":{scrub(body)}}}\n'
+        return f'{head},"ev":"{kind}"}}\n'
+
+    def _recv_lines(self, run: List[_Item], lines: List[str]) -> None:
+        """Lines for a run of received frames, batch-wise where it is safe: one join, one
+        decode, one credential test for the whole run (the hot path of a recording)."""
+        payloads = [item[2] for item in run]
+        joined = b"\n".join(payloads)
+        texts: Optional[List[str]] = None
+        if joined.count(b"\n") == len(payloads) - 1 and not self._suspect(joined):
+            try:
+                texts = joined.decode("utf-8").split("\n")
+            except UnicodeDecodeError:
+                texts = None
+        if texts is None:  # a newline inside a frame, binary, or maybe a credential
+            lines.extend(self._line(item) for item in run)
+            return
+        base, mono0 = self._epoch0_ms - self._mono0 * 1000.0, self._mono0
+        names: Dict[str, str] = {}
+        for item in run:
+            if item[1] not in names:
+                names[item[1]] = _enc(item[1])
+        lines.extend(
+            [
+                f'{{"t":{int(base + m * 1000.0)},"us":{int((m - mono0) * 1e6)},'
+                f'"conn":{names[c]},"ev":"recv","text":{e}}}\n'
+                for (_k, c, _v, m), e in zip(run, map(_enc, texts))
+            ]
+        )
+
+    def _suspect(self, data: bytes) -> bool:
+        """Could ``data`` hold a credential :func:`scrub` would remove?"""
+        low = data.lower()
+        for word in _CREDENTIAL_WORDS:
+            if word in low:
+                return True
+        secrets = redact._secrets  # the registry's current tuple (replaced, never mutated)
+        if secrets is not self._secrets_seen:
+            self._secrets_seen = secrets
+            self._secret_bytes = tuple(x.encode("utf-8") for x in secrets)
+        return any(x in data for x in self._secret_bytes)
 
     def _write(self, text: str) -> None:
         data = text.encode("utf-8")

@@ -31,6 +31,7 @@ import json
 import logging
 import threading
 import time
+from json.decoder import scanstring as _scanstring  # type: ignore[attr-defined]
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 import attrs
@@ -53,11 +54,13 @@ class RecordingError(ProtocolError):
     """The file is not a sixmm recording (or of a newer format version)."""
 
 
-def read_recording(path: str) -> Tuple[Dict[str, Any], Iterator[Dict[str, Any]], Dict[str, int]]:
+def read_recording(
+    path: str, *, raw: bool = False
+) -> Tuple[Dict[str, Any], Iterator[Dict[str, Any]], Dict[str, int]]:
     """``(header, events, info)`` of a recording. ``events`` is a lazy iterator of the event
     dicts; a truncated last line (a crash) or a truncated gzip stream ends it quietly
     (``info["truncated"] = 1``); a corrupt line inside the file is skipped and counted
-    (``info["bad_lines"]``)."""
+    (``info["bad_lines"]``). ``raw=True``: the complete lines (bytes) instead of dicts."""
     f = open_text(path)
     try:
         first = f.readline()
@@ -75,8 +78,7 @@ def read_recording(path: str) -> Tuple[Dict[str, Any], Iterator[Dict[str, Any]],
         )
     info = {"truncated": 0, "bad_lines": 0, "events": 0}
 
-    def events() -> Iterator[Dict[str, Any]]:
-        loads = json.loads
+    def lines() -> Iterator[bytes]:
         try:
             while True:
                 try:
@@ -89,18 +91,23 @@ def read_recording(path: str) -> Tuple[Dict[str, Any], Iterator[Dict[str, Any]],
                 if not line.endswith(b"\n"):
                     info["truncated"] = 1
                     return
-                try:
-                    event = loads(line)
-                except ValueError:
-                    info["bad_lines"] += 1
-                    continue
-                if isinstance(event, dict):
-                    info["events"] += 1
-                    yield event
+                yield line
         finally:
             f.close()
 
-    return header, events(), info
+    def events() -> Iterator[Dict[str, Any]]:
+        loads = json.loads
+        for line in lines():
+            try:
+                event = loads(line)
+            except ValueError:
+                info["bad_lines"] += 1
+                continue
+            if isinstance(event, dict):
+                info["events"] += 1
+                yield event
+
+    return header, (lines() if raw else events()), info  # type: ignore[return-value]
 
 
 def _placement(path: str) -> Tuple[Dict[str, str], str]:
@@ -133,6 +140,32 @@ def recorded_topics(path: str) -> Tuple[List[str], bool]:
     _h, events, _info = read_recording(path)
     has_user = any(ev.get("conn") == "user" and ev.get("ev") == "open" for ev in events)
     return list(placed), has_user
+
+
+_RECV = ',"ev":"recv","text":"'
+_RECV_LEN = len(_RECV)
+
+
+def _fast_recv(line: str) -> Optional[Tuple[int, int, str, str]]:
+    """``(t, us, conn, text)`` of a received-frame line in the writer's own field order, or
+    None (then the line is parsed as JSON): the hot path of a replay."""
+    i = line.find(_RECV)
+    if i < 0 or not line.startswith('{"t":'):
+        return None
+    j = line.find(',"us":', 0, i)
+    k = line.find(',"conn":"', j, i)
+    if j < 0 or k < 0:
+        return None
+    name = line[k + 9 : i - 1]
+    if "\\" in name or '"' in name:
+        return None
+    try:
+        text, end = _scanstring(line, i + _RECV_LEN)
+        if line[end:].rstrip() != "}":
+            return None
+        return int(line[5:j]), int(line[j + 6 : k]), name, text
+    except ValueError:
+        return None
 
 
 class _ReplayKeeper:
@@ -393,6 +426,7 @@ class _Driver:
         self.fed = 0
         self.finished = False
         self._speed: Optional[float] = None
+        self._stopping = False
         self._info: Dict[str, int] = {}
 
     def start(self) -> None:
@@ -434,62 +468,101 @@ class _Driver:
 
     def _feed(self) -> None:
         m = self._m
-        _header, events, info = read_recording(m.path)
+        _header, lines_, info = read_recording(m.path, raw=True)
+        lines: Iterator[bytes] = lines_  # type: ignore[assignment]
         self._info = info
         recorded: Dict[str, Dict[str, Tuple[str, List[str]]]] = {}
         speed = self._speed = m._speed
-        stopping = False
+        self._stopping = False
         wall0: Optional[float] = None
         mono0 = 0.0
         conns = self._conns()
         ncon = len(conns)
-        for ev in events:
-            if self._stop.is_set():
+        stop = self._stop
+        loads = json.loads
+        fast = _fast_recv
+        for raw_line in lines:
+            line = raw_line.decode("utf-8", "replace")
+            parsed = fast(line)
+            ev: Optional[Dict[str, Any]] = None
+            if parsed is not None:
+                t_ms, us, name, text = parsed
+            else:
+                try:
+                    ev = loads(line)
+                except ValueError:
+                    info["bad_lines"] += 1
+                    continue
+                if not isinstance(ev, dict):
+                    continue
+                t_ms = int(ev.get("t", 0))
+                us = int(ev.get("us", 0))
+                name = str(ev.get("conn", ""))
+                text = ""
+            info["events"] += 1
+            if stop.is_set():
                 return
-            mono = float(ev.get("mono", 0.0))
+            mono = us / 1e6
             if speed is not None:
                 if wall0 is None:
                     wall0, mono0 = time.monotonic(), mono
                 delay = (mono - mono0) / speed - (time.monotonic() - wall0)
-                if delay > 0 and self._stop.wait(delay):
+                if delay > 0 and stop.wait(delay):
                     return
             m._mono = mono
-            m._t_ms = int(ev.get("t", 0))
+            m._t_ms = t_ms
             self.fed += 1
-            kind = ev.get("ev")
-            name = ev.get("conn", "")
             if len(m._public) + (m._user is not None) != ncon:
                 conns = self._conns()
                 ncon = len(conns)
             conn = conns.get(name)
-            if kind == "recv":
+            if ev is None:  # the hot path: a received text frame
                 if conn is None:
                     continue
-                text = ev.get("text")
-                if text is None:
-                    payload = base64.b64decode(ev.get("b64", ""))
-                else:
-                    if '"id"' in text and '"topic"' not in text:
-                        text = self._ack(conn, text, recorded.get(name, {}))
-                    payload = text.encode("utf-8")
-                conn._replay_frame(payload)
-            elif kind == "sent":
-                self._note_sent(recorded.setdefault(name, {}), ev.get("text", ""))
-            elif kind == "open":
-                if conn is not None:
-                    conn._replay_open()
-            elif kind == "close":
-                if conn is not None:
-                    before = self._gap_starts(conn)
-                    conn._replay_close(str(ev.get("reason", "closed")), final=stopping)
-                    self._fix_gap_starts(conn, before, m._t_ms)
-            elif kind == "connect_failed":
-                if conn is not None and not stopping:
-                    conn._replay_connect_failed(str(ev.get("reason", "connect failed")))
-            elif kind == "listen_key":
-                m._keeper_status(str(ev.get("kind", "")), str(ev.get("reason", "")))
-            elif kind == "stop":
-                stopping = True
+                if '"id"' in text and '"topic"' not in text:
+                    text = self._ack(conn, text, recorded.get(name, {}))
+                conn._replay_frame(text.encode("utf-8"))
+            else:
+                self._event(ev, conn, name, recorded)
+
+    def _event(
+        self,
+        ev: Dict[str, Any],
+        conn: Optional[ReplayConnection],
+        name: str,
+        recorded: Dict[str, Dict[str, Tuple[str, List[str]]]],
+    ) -> None:
+        m = self._m
+        kind = ev.get("ev")
+        if kind == "recv":
+            if conn is None:
+                return
+            text = ev.get("text")
+            if text is None:
+                payload = base64.b64decode(ev.get("b64", ""))
+            else:
+                text = str(text)
+                if '"id"' in text and '"topic"' not in text:
+                    text = self._ack(conn, text, recorded.get(name, {}))
+                payload = text.encode("utf-8")
+            conn._replay_frame(payload)
+        elif kind == "sent":
+            self._note_sent(recorded.setdefault(name, {}), ev.get("text", ""))
+        elif kind == "open":
+            if conn is not None:
+                conn._replay_open()
+        elif kind == "close":
+            if conn is not None:
+                before = self._gap_starts(conn)
+                conn._replay_close(str(ev.get("reason", "closed")), final=self._stopping)
+                self._fix_gap_starts(conn, before, m._t_ms)
+        elif kind == "connect_failed":
+            if conn is not None and not self._stopping:
+                conn._replay_connect_failed(str(ev.get("reason", "connect failed")))
+        elif kind == "listen_key":
+            m._keeper_status(str(ev.get("kind", "")), str(ev.get("reason", "")))
+        elif kind == "stop":
+            self._stopping = True
 
     @staticmethod
     def _note_sent(table: Dict[str, Tuple[str, List[str]]], text: str) -> None:

@@ -160,7 +160,7 @@ class ReplaySource:
             for ev in _events(self.path):
                 if ev.get("ev") != "recv" or "text" not in ev:
                     continue
-                mono = float(ev.get("mono", 0.0))
+                mono = int(ev.get("us", 0)) / 1e6
                 if mono0 is None:
                     mono0 = mono
                 if self.speed is not None:
