@@ -318,13 +318,19 @@ class Recorder:
         for item in run:
             if item[1] not in names:
                 names[item[1]] = _enc(item[1])
-        lines.extend(
-            [
-                f'{{"t":{int(base + m * 1000.0)},"us":{int((m - mono0) * 1e6)},'
-                f'"conn":{names[c]},"ev":"recv","text":{e}}}\n'
-                for (_k, c, _v, m), e in zip(run, map(_enc, texts))
-            ]
-        )
+        monos = [item[3] for item in run]
+        ts = [int(base + m * 1000.0) for m in monos]
+        us = [int((m - mono0) * 1e6) for m in monos]
+        escaped = map(_enc, texts)
+        if len(names) == 1:  # the common case: one connection's frames
+            fmt = (
+                '{"t":%d,"us":%d,"conn":' + next(iter(names.values())) + ',"ev":"recv","text":%s}\n'
+            )
+            lines.extend(map(fmt.__mod__, zip(ts, us, escaped)))
+            return
+        fmt = '{"t":%d,"us":%d,"conn":%s,"ev":"recv","text":%s}\n'
+        conns = [names[item[1]] for item in run]
+        lines.extend(map(fmt.__mod__, zip(ts, us, conns, escaped)))
 
     def _suspect(self, data: bytes) -> bool:
         """Could ``data`` hold a credential :func:`scrub` would remove?"""

@@ -54,13 +54,30 @@ class RecordingError(ProtocolError):
     """The file is not a sixmm recording (or of a newer format version)."""
 
 
-def read_recording(
-    path: str, *, raw: bool = False
-) -> Tuple[Dict[str, Any], Iterator[Dict[str, Any]], Dict[str, int]]:
+def read_recording(path: str) -> Tuple[Dict[str, Any], Iterator[Dict[str, Any]], Dict[str, int]]:
     """``(header, events, info)`` of a recording. ``events`` is a lazy iterator of the event
     dicts; a truncated last line (a crash) or a truncated gzip stream ends it quietly
     (``info["truncated"] = 1``); a corrupt line inside the file is skipped and counted
-    (``info["bad_lines"]``). ``raw=True``: the complete lines (bytes) instead of dicts."""
+    (``info["bad_lines"]``)."""
+    header, lines, info = _open_lines(path)
+
+    def events() -> Iterator[Dict[str, Any]]:
+        loads = json.loads
+        for line in lines:
+            try:
+                event = loads(line)
+            except ValueError:
+                info["bad_lines"] += 1
+                continue
+            if isinstance(event, dict):
+                info["events"] += 1
+                yield event
+
+    return header, events(), info
+
+
+def _open_lines(path: str) -> Tuple[Dict[str, Any], Iterator[bytes], Dict[str, int]]:
+    """The header, then the complete event lines (bytes), and the info counters."""
     f = open_text(path)
     try:
         first = f.readline()
@@ -95,29 +112,28 @@ def read_recording(
         finally:
             f.close()
 
-    def events() -> Iterator[Dict[str, Any]]:
-        loads = json.loads
-        for line in lines():
-            try:
-                event = loads(line)
-            except ValueError:
-                info["bad_lines"] += 1
-                continue
-            if isinstance(event, dict):
-                info["events"] += 1
-                yield event
-
-    return header, (lines() if raw else events()), info  # type: ignore[return-value]
+    return header, lines(), info
 
 
-def _placement(path: str) -> Tuple[Dict[str, str], str]:
-    """topic -> name of the recorded connection that first subscribed it; and how the
-    private stream authenticated (``"hmac"``: a listenKey, or ``"token"``)."""
+def _placement(path: str) -> Tuple[Dict[str, str], str, bool]:
+    """topic -> name of the recorded connection that first subscribed it; how the private
+    stream authenticated (``"hmac"``: a listenKey, or ``"token"``); whether it has one."""
     placed: Dict[str, str] = {}
     user_kind = "hmac"
-    _h, events, _info = read_recording(path)
-    for ev in events:
+    has_user = False
+    _h, lines, _info = _open_lines(path)
+    for line in lines:  # only open and sent lines matter: skip the frames unparsed
+        if b'"sent"' not in line and b'"open"' not in line:
+            continue
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(ev, dict):
+            continue
         kind = ev.get("ev")
+        if kind == "open" and ev.get("conn") == "user":
+            has_user = True
         if kind == "open" and ev.get("conn") == "user" and "token=" in str(ev.get("url")):
             user_kind = "token"
         if kind != "sent":
@@ -130,15 +146,13 @@ def _placement(path: str) -> Tuple[Dict[str, str], str]:
             for topic in obj.get("args") or ():
                 if isinstance(topic, str):
                     placed.setdefault(topic, str(ev.get("conn", "")))
-    return placed, user_kind
+    return placed, user_kind, has_user
 
 
 def recorded_topics(path: str) -> Tuple[List[str], bool]:
     """The public topics a recording subscribed (in order) and whether it has a private
     stream."""
-    placed, _kind = _placement(path)
-    _h, events, _info = read_recording(path)
-    has_user = any(ev.get("conn") == "user" and ev.get("ev") == "open" for ev in events)
+    placed, _kind, has_user = _placement(path)
     return list(placed), has_user
 
 
@@ -355,7 +369,7 @@ class ReplayManager(StreamManager):
         self.path = str(path)
         self.header = header
         self._speed = speed
-        self._placed, self._user_kind = _placement(self.path)
+        self._placed, self._user_kind, _has_user = _placement(self.path)
         self._mono = 0.0
         self._t_ms = 0
         # the private stream of the recording used a listenKey (a keeper) or a token
@@ -468,8 +482,7 @@ class _Driver:
 
     def _feed(self) -> None:
         m = self._m
-        _header, lines_, info = read_recording(m.path, raw=True)
-        lines: Iterator[bytes] = lines_  # type: ignore[assignment]
+        _header, lines, info = _open_lines(m.path)
         self._info = info
         recorded: Dict[str, Dict[str, Tuple[str, List[str]]]] = {}
         speed = self._speed = m._speed
