@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .errors import SixMMError
 from .protocol import redact
+from .protocol._speedups import load
 from .protocol.redact import remember, scrub
 
 __all__ = ["FLUSH_INTERVAL", "FORMAT", "VERSION", "Recorder", "RecorderOverflow"]
@@ -49,6 +50,8 @@ DEFAULT_MAX_PENDING = 200_000
 _Item = Tuple[str, str, Any, float]
 _enc: Callable[[str], str] = encode_basestring
 _monotonic = time.monotonic
+_recfast: Any = load("_recfast")  # the optional C twin of _recv_lines_py
+SPEEDUPS = _recfast is not None
 # every credential name redact.scrub looks for contains one of these (lowercased)
 _CREDENTIAL_WORDS = (b"key", b"token", b"signature", b"secret", b"bearer")
 
@@ -301,7 +304,40 @@ class Recorder:
 
     def _recv_lines(self, run: List[_Item], lines: List[str]) -> None:
         """Lines for a run of received frames, batch-wise where it is safe: one join, one
-        decode, one credential test for the whole run (the hot path of a recording)."""
+        decode, one credential test for the whole run (the hot path of a recording); in C
+        (``_recfast``, without the GIL) when the extension is built."""
+        if _recfast is not None:
+            self._recv_lines_c(run, lines)
+            return
+        self._recv_lines_py(run, lines)
+
+    def _recv_lines_c(self, run: List[_Item], lines: List[str]) -> None:
+        base = self._epoch0_ms - self._mono0 * 1000.0
+        secrets = self._secret_bytes_now()
+        start = 0
+        n = len(run)
+        while start < n:  # one call per stretch of frames from the same connection
+            conn = run[start][1]
+            end = start + 1
+            while end < n and run[end][1] == conn:
+                end += 1
+            part = run[start:end]
+            out = _recfast.recv_lines(
+                [item[2] for item in part],
+                [item[3] for item in part],
+                _enc(conn).encode("utf-8"),
+                base,
+                self._mono0,
+                _CREDENTIAL_WORDS,
+                secrets,
+            )
+            if out is None:  # not UTF-8, or maybe a credential: the general path
+                self._recv_lines_py(part, lines)
+            else:
+                lines.append(out.decode("utf-8"))
+            start = end
+
+    def _recv_lines_py(self, run: List[_Item], lines: List[str]) -> None:
         payloads = [item[2] for item in run]
         joined = b"\n".join(payloads)
         texts: Optional[List[str]] = None
@@ -338,11 +374,14 @@ class Recorder:
         for word in _CREDENTIAL_WORDS:
             if word in low:
                 return True
+        return any(x in data for x in self._secret_bytes_now())
+
+    def _secret_bytes_now(self) -> Tuple[bytes, ...]:
         secrets = redact._secrets  # the registry's current tuple (replaced, never mutated)
         if secrets is not self._secrets_seen:
             self._secrets_seen = secrets
             self._secret_bytes = tuple(x.encode("utf-8") for x in secrets)
-        return any(x in data for x in self._secret_bytes)
+        return self._secret_bytes
 
     def _write(self, text: str) -> None:
         data = text.encode("utf-8")
