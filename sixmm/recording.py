@@ -104,6 +104,7 @@ class Recorder:
         self.written = 0
         self.bytes_written = 0
         self.flushes = 0
+        self.writer_cpu = 0.0  # CPU seconds of the writer thread so far
         self.error: Optional[str] = None
 
     # -- the tap (reader threads: append and return) ------------------------------------
@@ -207,6 +208,7 @@ class Recorder:
             "pending": len(self._q),
             "dropped": self.dropped,
             "flushes": self.flushes,
+            "writer_cpu_s": round(self.writer_cpu, 3),
             "error": self.error,
         }
 
@@ -223,6 +225,7 @@ class Recorder:
                     self._flush()
                     last_flush = now
                 self._pace_report(now)
+                self.writer_cpu = time.thread_time()
                 if stopping:
                     return
                 self._wake.wait(_WAKE)
@@ -335,6 +338,7 @@ class Recorder:
                 self._recv_lines_py(part, lines)
             else:
                 lines.append(out.decode("utf-8"))
+                self.written += len(part) - 1  # one chunk, counted as one line by the caller
             start = end
 
     def _recv_lines_py(self, run: List[_Item], lines: List[str]) -> None:

@@ -64,3 +64,43 @@ def test_credentials_take_the_scrubbing_path(tmp_path: Path) -> None:
     assert "abcdefgh1234" not in c and "s3cr3t-value-xyz" not in c and "zzzzzzzz" not in c
     assert "abcdefghijk" not in c
     redact.forget("s3cr3t-value-xyz")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(texts, min_size=1, max_size=6))
+def test_parse_recv_inverts_the_writer(payloads: List[bytes]) -> None:
+    from sixmm.replay import _fast_recv, _recfast
+
+    rec = recording.Recorder("/dev/null")
+    run = [("recv", "public-0", p, rec._mono0 + i * 0.25) for i, p in enumerate(payloads)]
+    lines: List[str] = []
+    rec._recv_lines_py(run, lines)
+    for line, payload in zip("".join(lines).split("\n"), payloads):
+        raw = (line + "\n").encode("utf-8")
+        parsed = _recfast.parse_recv(raw)
+        if redact.scrub(payload.decode("utf-8")) != payload.decode("utf-8"):
+            continue  # scrubbed on the way in: not the original any more
+        assert parsed is not None and parsed[3] == payload
+        t, us, name, text = _fast_recv(line + "\n")  # type: ignore[misc]
+        assert (t, us, name, text.encode("utf-8")) == parsed
+        assert json.loads(line)["text"].encode("utf-8") == payload
+
+
+def test_parse_recv_declines_other_lines() -> None:
+    from sixmm.replay import _recfast
+
+    for line in (
+        b'{"t":1,"us":2,"conn":"user","ev":"sent","text":"x"}\n',
+        b'{"us":2,"t":1,"conn":"user","ev":"recv","text":"x"}\n',
+        b'{"t":1,"us":2,"conn":"u\\"x","ev":"recv","text":"x"}\n',
+        b'{"t":1,"us":2,"conn":"user","ev":"recv","text":"x\\q"}\n',
+        b'{"t":1,"us":2,"conn":"user","ev":"recv","text":"x"},"ev":"stop"}\n',
+        b'{"t":1,"us":2,"conn":"user","ev":"recv","text":"\\ud800"}\n',
+    ):
+        assert _recfast.parse_recv(line) is None, line
+    assert _recfast.parse_recv(b'{"t":-1,"us":2,"conn":"c","ev":"recv","text":"\\u00e9\\n"}\n') == (
+        -1,
+        2,
+        "c",
+        "\u00e9\n".encode("utf-8"),
+    )

@@ -180,9 +180,130 @@ static PyObject *recv_lines(PyObject *self, PyObject *args) {
     return result;
 }
 
+
+/* parse_recv(line: bytes) -> (t, us, conn: str, payload: bytes) | None
+ * The inverse of recv_lines for one line in the writer's field order; None for anything else
+ * (the caller then parses the line as JSON). */
+static int parse_ll(const char *s, Py_ssize_t n, Py_ssize_t *i, long long *out) {
+    Py_ssize_t k = *i;
+    int neg = 0;
+    if (k < n && s[k] == '-') { neg = 1; k++; }
+    if (k >= n || s[k] < '0' || s[k] > '9') return 0;
+    long long v = 0;
+    while (k < n && s[k] >= '0' && s[k] <= '9') {
+        if (v > 922337203685477580LL) return 0;
+        v = v * 10 + (s[k] - '0');
+        k++;
+    }
+    *out = neg ? -v : v;
+    *i = k;
+    return 1;
+}
+
+static int expect(const char *s, Py_ssize_t n, Py_ssize_t *i, const char *lit) {
+    size_t k = strlen(lit);
+    if (*i + (Py_ssize_t)k > n || memcmp(s + *i, lit, k) != 0) return 0;
+    *i += (Py_ssize_t)k;
+    return 1;
+}
+
+static int hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static int hex4(const char *s, Py_ssize_t n, Py_ssize_t i, unsigned *out) {
+    if (i + 4 > n) return 0;
+    unsigned v = 0;
+    for (int k = 0; k < 4; k++) {
+        int h = hexval(s[i + k]);
+        if (h < 0) return 0;
+        v = (v << 4) | (unsigned)h;
+    }
+    *out = v;
+    return 1;
+}
+
+static PyObject *parse_recv(PyObject *self, PyObject *arg) {
+    if (!PyBytes_Check(arg)) { PyErr_SetString(PyExc_TypeError, "line must be bytes"); return NULL; }
+    const char *s = PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg), i = 0;
+    long long t, us;
+    if (!expect(s, n, &i, "{\"t\":") || !parse_ll(s, n, &i, &t)) Py_RETURN_NONE;
+    if (!expect(s, n, &i, ",\"us\":") || !parse_ll(s, n, &i, &us)) Py_RETURN_NONE;
+    if (!expect(s, n, &i, ",\"conn\":\"")) Py_RETURN_NONE;
+    Py_ssize_t c0 = i;
+    while (i < n && s[i] != '"' && s[i] != '\\') i++;
+    if (i >= n || s[i] != '"') Py_RETURN_NONE;
+    Py_ssize_t c1 = i++;
+    if (!expect(s, n, &i, ",\"ev\":\"recv\",\"text\":\"")) Py_RETURN_NONE;
+    char *buf = PyMem_Malloc((size_t)(n - i + 1));
+    if (buf == NULL) return PyErr_NoMemory();
+    Py_ssize_t o = 0;
+    int ok = 0;
+    while (i < n) {
+        char c = s[i];
+        if (c == '"') { i++; ok = 1; break; }
+        if ((unsigned char)c < 0x20) break;
+        if (c != '\\') { buf[o++] = c; i++; continue; }
+        if (i + 1 >= n) break;
+        char e = s[i + 1];
+        i += 2;
+        switch (e) {
+        case '"': buf[o++] = '"'; continue;
+        case '\\': buf[o++] = '\\'; continue;
+        case '/': buf[o++] = '/'; continue;
+        case 'b': buf[o++] = '\b'; continue;
+        case 'f': buf[o++] = '\f'; continue;
+        case 'n': buf[o++] = '\n'; continue;
+        case 'r': buf[o++] = '\r'; continue;
+        case 't': buf[o++] = '\t'; continue;
+        case 'u': break;
+        default: goto fail;
+        }
+        unsigned cp;
+        if (!hex4(s, n, i, &cp)) goto fail;
+        i += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            unsigned lo;
+            if (i + 6 > n || s[i] != '\\' || s[i + 1] != 'u' || !hex4(s, n, i + 2, &lo)) goto fail;
+            if (lo < 0xDC00 || lo > 0xDFFF) goto fail;
+            i += 6;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            goto fail;
+        }
+        if (cp < 0x80) { buf[o++] = (char)cp; }
+        else if (cp < 0x800) { buf[o++] = (char)(0xC0 | (cp >> 6)); buf[o++] = (char)(0x80 | (cp & 0x3F)); }
+        else if (cp < 0x10000) {
+            buf[o++] = (char)(0xE0 | (cp >> 12)); buf[o++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+            buf[o++] = (char)(0x80 | (cp & 0x3F));
+        } else {
+            buf[o++] = (char)(0xF0 | (cp >> 18)); buf[o++] = (char)(0x80 | ((cp >> 12) & 0x3F));
+            buf[o++] = (char)(0x80 | ((cp >> 6) & 0x3F)); buf[o++] = (char)(0x80 | (cp & 0x3F));
+        }
+    }
+    if (!ok || !expect(s, n, &i, "}")) goto fail;
+    if (i < n && s[i] == '\r') i++;
+    if (i < n && s[i] == '\n') i++;
+    if (i != n) goto fail;
+    PyObject *conn = PyUnicode_DecodeUTF8(s + c0, c1 - c0, "strict");
+    if (conn == NULL) { PyErr_Clear(); goto fail; }
+    PyObject *payload = PyBytes_FromStringAndSize(buf, o);
+    PyMem_Free(buf);
+    if (payload == NULL) { Py_DECREF(conn); return NULL; }
+    return Py_BuildValue("(LLNN)", t, us, conn, payload);
+fail:
+    PyMem_Free(buf);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"recv_lines", recv_lines, METH_VARARGS,
      "recv_lines(payloads, monos, conn, base_ms, mono0, words, secrets) -> bytes | None"},
+    {"parse_recv", parse_recv, METH_O, "parse_recv(line) -> (t, us, conn, payload) | None"},
     {NULL, NULL, 0, NULL},
 };
 
