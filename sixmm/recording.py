@@ -250,18 +250,20 @@ class Recorder:
         q = self._q
         popleft = q.popleft
         batch = [popleft() for _ in range(len(q))]
-        lines: List[str] = []
+        chunks: List[bytes] = []
+        lines: List[str] = []  # general-path lines not yet encoded into chunks
         run: List[_Item] = []
         for item in batch:
             if item[0] == "recv":
                 run.append(item)
                 continue
             if run:
-                self._recv_lines(run, lines)
+                self._recv_chunks(run, chunks, lines)
                 run = []
             lines.append(self._line(item))
+            self.written += 1
         if run:
-            self._recv_lines(run, lines)
+            self._recv_chunks(run, chunks, lines)
         if self.dropped != self._dropped_written:
             total = self.dropped
             lines.append(
@@ -269,9 +271,22 @@ class Recorder:
                 f'"count":{total - self._dropped_written}}}\n'
             )
             self._dropped_written = total
+            self.written += 1
         if lines:
-            self.written += len(lines)
-            self._write("".join(lines))
+            chunks.append("".join(lines).encode("utf-8"))
+        if chunks:
+            self._write_chunks(chunks)
+
+    def _recv_chunks(self, run: List[_Item], chunks: List[bytes], lines: List[str]) -> None:
+        """Encoded lines for a run of received frames (in C when ``_recfast`` is built)."""
+        self.written += len(run)
+        if _recfast is None:
+            self._recv_lines_py(run, lines)
+            return
+        if lines:  # keep the order: what came before this run goes first
+            chunks.append("".join(lines).encode("utf-8"))
+            lines.clear()
+        self._recv_lines_c(run, chunks)
 
     def _head(self, conn: str, m: float) -> str:
         t = int(self._epoch0_ms + (m - self._mono0) * 1000.0)
@@ -305,16 +320,10 @@ class Recorder:
             return f'{head},"ev":"rest","call":{scrub(body)}}}\n'
         return f'{head},"ev":"{kind}"}}\n'
 
-    def _recv_lines(self, run: List[_Item], lines: List[str]) -> None:
-        """Lines for a run of received frames, batch-wise where it is safe: one join, one
-        decode, one credential test for the whole run (the hot path of a recording); in C
-        (``_recfast``, without the GIL) when the extension is built."""
-        if _recfast is not None:
-            self._recv_lines_c(run, lines)
-            return
-        self._recv_lines_py(run, lines)
-
-    def _recv_lines_c(self, run: List[_Item], lines: List[str]) -> None:
+    def _recv_lines_c(self, run: List[_Item], chunks: List[bytes]) -> None:
+        """``_recfast.recv_lines`` per stretch of one connection's frames (formats and escapes
+        without the GIL); a stretch it declines (maybe a credential, not UTF-8) takes the
+        scrubbing pure path."""
         base = self._epoch0_ms - self._mono0 * 1000.0
         secrets = self._secret_bytes_now()
         start = 0
@@ -326,8 +335,7 @@ class Recorder:
                 end += 1
             part = run[start:end]
             out = _recfast.recv_lines(
-                [item[2] for item in part],
-                [item[3] for item in part],
+                part,
                 _enc(conn).encode("utf-8"),
                 base,
                 self._mono0,
@@ -335,13 +343,15 @@ class Recorder:
                 secrets,
             )
             if out is None:  # not UTF-8, or maybe a credential: the general path
+                lines: List[str] = []
                 self._recv_lines_py(part, lines)
-            else:
-                lines.append(out.decode("utf-8"))
-                self.written += len(part) - 1  # one chunk, counted as one line by the caller
+                out = "".join(lines).encode("utf-8")
+            chunks.append(out)
             start = end
 
     def _recv_lines_py(self, run: List[_Item], lines: List[str]) -> None:
+        """Lines for a run of received frames, batch-wise where it is safe: one join, one
+        decode, one credential test for the whole run."""
         payloads = [item[2] for item in run]
         joined = b"\n".join(payloads)
         texts: Optional[List[str]] = None
@@ -388,11 +398,14 @@ class Recorder:
         return self._secret_bytes
 
     def _write(self, text: str) -> None:
-        data = text.encode("utf-8")
+        self._write_chunks([text.encode("utf-8")])
+
+    def _write_chunks(self, chunks: List[bytes]) -> None:
         f = self._file
         if f is not None:
-            f.write(data)
-            self.bytes_written += len(data)
+            for data in chunks:
+                f.write(data)
+                self.bytes_written += len(data)
 
     def _flush(self) -> None:
         f, raw = self._file, self._raw

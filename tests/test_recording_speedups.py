@@ -20,10 +20,12 @@ def _both(tmp_path: Path, payloads: List[bytes], conns: List[str]) -> List[str]:
     out = []
     rec = recording.Recorder(str(tmp_path / "x.jsonl"))
     run = [("recv", c, p, rec._mono0 + i * 0.001) for i, (p, c) in enumerate(zip(payloads, conns))]
-    for fn in (rec._recv_lines_c, rec._recv_lines_py):
-        lines: List[str] = []
-        fn(run, lines)
-        out.append("".join(lines))
+    chunks: List[bytes] = []
+    rec._recv_lines_c(run, chunks)
+    out.append(b"".join(chunks).decode("utf-8"))
+    lines: List[str] = []
+    rec._recv_lines_py(run, lines)
+    out.append("".join(lines))
     return out
 
 

@@ -1,6 +1,7 @@
 /* sixmm.protocol._recfast: the recording writer's hot path in C (optional extension).
  *
- * recv_lines(payloads, monos, conn, base_ms, mono0, words, secrets) -> bytes | None
+ * recv_lines(items, conn, base_ms, mono0, words, secrets) -> bytes | None
+ *   items: the recorder's (kind, conn, payload, mono) tuples of one connection
  *
  * Formats one JSON line per received frame exactly as sixmm/recording.py's pure path does:
  *   {"t":<int(base_ms + m*1000)>,"us":<int((m-mono0)*1e6)>,"conn":<conn>,"ev":"recv","text":"<esc>"}\n
@@ -79,19 +80,14 @@ static int has_bytes(const unsigned char *s, Py_ssize_t n, const unsigned char *
 static const char HEX[] = "0123456789abcdef";
 
 static PyObject *recv_lines(PyObject *self, PyObject *args) {
-    PyObject *payloads, *monos, *words, *secrets;
+    PyObject *items, *words, *secrets;
     const char *conn;
     Py_ssize_t conn_len;
     double base_ms, mono0;
-    if (!PyArg_ParseTuple(args, "O!O!y#ddO!O!", &PyList_Type, &payloads, &PyList_Type, &monos,
-                          &conn, &conn_len, &base_ms, &mono0, &PyTuple_Type, &words,
-                          &PyTuple_Type, &secrets))
+    if (!PyArg_ParseTuple(args, "O!y#ddO!O!", &PyList_Type, &items, &conn, &conn_len, &base_ms,
+                          &mono0, &PyTuple_Type, &words, &PyTuple_Type, &secrets))
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(payloads);
-    if (PyList_GET_SIZE(monos) != n) {
-        PyErr_SetString(PyExc_ValueError, "payloads and monos differ in length");
-        return NULL;
-    }
+    Py_ssize_t n = PyList_GET_SIZE(items);
     Py_ssize_t nw = PyTuple_GET_SIZE(words), ns = PyTuple_GET_SIZE(secrets);
     const unsigned char *wp[16], *sp[256];
     Py_ssize_t wl[16], sl[256];
@@ -115,8 +111,14 @@ static PyObject *recv_lines(PyObject *self, PyObject *args) {
     if (frames == NULL) return PyErr_NoMemory();
     size_t bound = 1;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *p = PyList_GET_ITEM(payloads, i);
-        PyObject *m = PyList_GET_ITEM(monos, i);
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 4) {
+            PyMem_Free(frames);
+            PyErr_SetString(PyExc_TypeError, "items must be (kind, conn, payload, mono) tuples");
+            return NULL;
+        }
+        PyObject *p = PyTuple_GET_ITEM(item, 2);
+        PyObject *m = PyTuple_GET_ITEM(item, 3);
         if (!PyBytes_Check(p) || !PyFloat_Check(m)) {
             PyMem_Free(frames);
             PyErr_SetString(PyExc_TypeError, "payloads must be bytes and monos floats");
@@ -302,7 +304,7 @@ fail:
 
 static PyMethodDef methods[] = {
     {"recv_lines", recv_lines, METH_VARARGS,
-     "recv_lines(payloads, monos, conn, base_ms, mono0, words, secrets) -> bytes | None"},
+     "recv_lines(items, conn, base_ms, mono0, words, secrets) -> bytes | None"},
     {"parse_recv", parse_recv, METH_O, "parse_recv(line) -> (t, us, conn, payload) | None"},
     {NULL, NULL, 0, NULL},
 };
