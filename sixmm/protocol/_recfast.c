@@ -57,18 +57,6 @@ static unsigned char lower(unsigned char c) {
     return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
 }
 
-/* does s contain w (lowercase ASCII) case-insensitively? */
-static int has_word(const unsigned char *s, Py_ssize_t n, const unsigned char *w, Py_ssize_t k) {
-    if (k == 0 || k > n) return k == 0;
-    for (Py_ssize_t i = 0; i + k <= n; i++) {
-        if (lower(s[i]) != w[0]) continue;
-        Py_ssize_t j = 1;
-        while (j < k && lower(s[i + j]) == w[j]) j++;
-        if (j == k) return 1;
-    }
-    return 0;
-}
-
 static int has_bytes(const unsigned char *s, Py_ssize_t n, const unsigned char *w, Py_ssize_t k) {
     if (k == 0 || k > n) return k == 0;
     for (Py_ssize_t i = 0; i + k <= n; i++) {
@@ -107,6 +95,15 @@ static PyObject *recv_lines(PyObject *self, PyObject *args) {
         sp[i] = (const unsigned char *)PyBytes_AS_STRING(w);
         sl[i] = PyBytes_GET_SIZE(w);
     }
+    unsigned char first[256];
+    memset(first, 0, sizeof first);
+    for (Py_ssize_t i = 0; i < nw; i++) {
+        if (wl[i] == 0) {
+            PyErr_SetString(PyExc_ValueError, "empty word");
+            return NULL;
+        }
+        first[wp[i][0]] = 1;
+    }
     frame_t *frames = PyMem_Malloc(sizeof(frame_t) * (size_t)(n > 0 ? n : 1));
     if (frames == NULL) return PyErr_NoMemory();
     size_t bound = 1;
@@ -138,8 +135,17 @@ static PyObject *recv_lines(PyObject *self, PyObject *args) {
         const unsigned char *s = frames[i].p;
         Py_ssize_t len = frames[i].n;
         if (!utf8_valid(s, len)) { fallback = 1; break; }
-        for (Py_ssize_t w = 0; w < nw && !fallback; w++)
-            if (has_word(s, len, wp[w], wl[w])) fallback = 1;
+        /* one pass: only positions whose (lowercased) byte starts some word are compared */
+        for (Py_ssize_t j = 0; j < len && !fallback; j++) {
+            unsigned char c = lower(s[j]);
+            if (!first[c]) continue;
+            for (Py_ssize_t w = 0; w < nw; w++) {
+                if (wp[w][0] != c || j + wl[w] > len) continue;
+                Py_ssize_t k = 1;
+                while (k < wl[w] && lower(s[j + k]) == wp[w][k]) k++;
+                if (k == wl[w]) { fallback = 1; break; }
+            }
+        }
         for (Py_ssize_t w = 0; w < ns && !fallback; w++)
             if (has_bytes(s, len, sp[w], sl[w])) fallback = 1;
         if (fallback) break;
