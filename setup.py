@@ -1,7 +1,8 @@
 """Metadata lives in setup.cfg; this file adds the optional C extensions.
 
 ``sixmm.protocol._bookside`` speeds up the order book (see sixmm/protocol/book.py) and
-``sixmm.protocol._depthfast`` the depth level validation (see sixmm/protocol/depth.py). Both
+``sixmm.protocol._depthfast`` the depth level validation (see sixmm/protocol/depth.py),
+``sixmm.protocol._recfast`` the recording writer (see sixmm/recording.py). All
 are optional: without a compiler the build warns and sixmm installs pure Python.
 """
 
@@ -17,6 +18,11 @@ setup(
         Extension(
             "sixmm.protocol._depthfast",
             sources=["sixmm/protocol/_depthfast.c"],
+            optional=True,
+        ),
+        Extension(
+            "sixmm.protocol._recfast",
+            sources=["sixmm/protocol/_recfast.c"],
             optional=True,
         ),
     ],

@@ -17,6 +17,8 @@ from collections import deque
 from decimal import Decimal
 from typing import Any, Deque, Iterator, List, Optional, Sequence, TextIO
 
+from .cli_record import COMMANDS as RECORD_COMMANDS
+from .cli_record import add_parsers as add_record_parsers
 from .config import DEFAULT_WS_URL
 from .errors import SixMMError
 from .manager import StreamManager
@@ -62,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         "sandbox", help="run the local sandbox exchange", add_help=False, prefix_chars="\0"
     )
     sandbox.add_argument("args", nargs=argparse.REMAINDER)
+    add_record_parsers(sub)  # record, replay, doctor
     return parser
 
 
@@ -297,6 +300,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "stream": _cmd_stream,
         "book": _cmd_book,
         "sandbox": _cmd_sandbox,
+        **RECORD_COMMANDS,
     }
     try:
         return commands[args.command](args)

@@ -43,6 +43,7 @@ from .protocol.topics import (
 )
 from .public import PublicSession
 from .ratelimit import ConnectGate, host_of, limiter
+from .recording import Recorder
 from .states import ConnState, GapEvent, StateEvent, StreamState, public_state
 from .subscriptions import Callback, Route, Subscription
 from .supervisor import Heartbeat
@@ -114,6 +115,7 @@ class StreamManager:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
         liveness: Optional[Liveness] = None,
+        record: Optional[str] = None,
     ) -> None:
         self.url = check_url(url, allow_insecure=allow_insecure)
         if ping_interval <= 0 or stale_after <= 0:
@@ -142,6 +144,15 @@ class StreamManager:
             "ca_certs": ca_certs,
             "max_frame_bytes": max_frame_bytes,
         }
+        # record=PATH: a tap on every connection (sixmm.recording); replay swaps the factory
+        self._recorder: Optional[Recorder] = None
+        if record is not None:
+            self._recorder = Recorder(
+                str(record), url=self.url, report=functools.partial(self._report, "recorder")
+            )
+            self._conn_opts["tap"] = self._recorder
+        self._new_connection: Callable[..., Connection] = Connection
+        self._session_clock: Callable[[], float] = time.monotonic
         limits = (max_frame_bytes, max_json_depth)
         # a plain call is ~0.2 us cheaper per message than one with keyword arguments
         self._decode: Callable[[bytes], Event] = (
@@ -162,6 +173,19 @@ class StreamManager:
         logscrub.install()
         self._heartbeat = Heartbeat(self._connections, self._send_ping, ping_interval=ping_interval)
 
+    @classmethod
+    def replay(cls, path: str, *, speed: Optional[float] = None, **kwargs: Any) -> StreamManager:
+        """A manager that reads the recording at ``path`` instead of the network.
+
+        The same registration methods, callbacks and notifications as a live manager; books
+        rebuilt with the same checks; ``user()`` needs no credentials. ``speed=None``: as fast
+        as possible; ``speed=1.0``: the recorded timing. ``wait()`` returns True once the
+        recording is exhausted. See :mod:`sixmm.replay`.
+        """
+        from .replay import ReplayManager
+
+        return ReplayManager(path, speed=speed, **kwargs)
+
     # -- context manager and life cycle -------------------------------------------------
 
     def __enter__(self) -> StreamManager:
@@ -180,6 +204,11 @@ class StreamManager:
                 return self
             self._started = True
             self._dispatcher.start(self._invoker)
+            if self._recorder is not None:
+                self._recorder.start()
+                if self.rest is not None:
+                    self._recorder.remember_client(self.rest)
+                    self.rest.on_call = self._recorder.rest
             conns = self._connections()
         for conn in conns:
             conn.start()
@@ -238,6 +267,9 @@ class StreamManager:
 
         if keeper is not None:
             keeper.interrupt()  # a reader queued for a key creation gives up now
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.mark_stop()
         for conn in conns:  # wake all first, then join: they stop in parallel
             conn.stop(0)
         for conn in conns:
@@ -246,6 +278,10 @@ class StreamManager:
             keeper.stop(left(0.1))  # the DELETE of the key fits in what is left
         self._heartbeat.stop(left())
         self._dispatcher.stop(left())
+        if recorder is not None:
+            if self.rest is not None and self.rest.on_call == recorder.rest:
+                self.rest.on_call = None
+            recorder.stop(left())
         self._done.set()
         logger.info("stream manager stopped")
 
@@ -427,6 +463,7 @@ class StreamManager:
             "dispatcher": self._dispatcher.stats(),
             "heartbeat": {"pings_sent": self._heartbeat.pings_sent},
             "rate_limits": self._rate_limit_stats(),
+            **({"recorder": self._recorder.stats()} if self._recorder is not None else {}),
         }
 
     @staticmethod
@@ -494,15 +531,17 @@ class StreamManager:
         if book:  # before the subscribe goes out: its snapshot may come back at once
             route.book = OrderBook(topic.rsplit(".", 1)[-1])
         self._routes[topic] = route
-        session = self._session_with_room()
+        session = self._session_with_room(topic)
         session.add(route)
         return route
 
-    def _session_with_room(self) -> PublicSession:
+    def _session_with_room(self, topic: str) -> PublicSession:
         for session, _conn in self._public:
             if len(session) < self._max_topics:
                 return session
-        name = f"public-{len(self._public)}"
+        return self._new_public_session(f"public-{len(self._public)}")
+
+    def _new_public_session(self, name: str) -> PublicSession:
         session = PublicSession(
             self.url,
             ids=self._ids,
@@ -514,8 +553,9 @@ class StreamManager:
             ack_timeout=self._ack_timeout,
             liveness=self._liveness,
             on_topic_event=self._topic_event,
+            clock=self._session_clock,
         )
-        conn = Connection(
+        conn = self._new_connection(
             name,
             session,
             backoff=self._backoff,
@@ -531,20 +571,10 @@ class StreamManager:
         return session
 
     def _make_user(self) -> Tuple[UserSession, Connection]:
-        from .keepalive import ListenKeyKeeper
-
         assert self.rest is not None
         route = Route("user", "user")
         conn_holder: List[Connection] = []
-        keeper = None
-        if self.rest.auth_kind == "hmac":
-            keeper = ListenKeyKeeper(
-                self.rest,
-                renew_interval=self._renew_interval,
-                on_new_key=lambda key: conn_holder[0].restart("new listenKey"),
-                on_status=self._keeper_status,
-                on_fatal=lambda exc: conn_holder[0].fail(exc),
-            )
+        keeper = self._new_keeper(conn_holder)
         self._keeper = keeper
         session = UserSession(
             self.url,
@@ -557,8 +587,9 @@ class StreamManager:
             on_gap=self._emit_gap,
             decode=self._decode,
             auth_timeout=self._ack_timeout,
+            clock=self._session_clock,
         )
-        conn = Connection(
+        conn = self._new_connection(
             "user",
             session,
             backoff=self._backoff,
@@ -570,6 +601,20 @@ class StreamManager:
         conn_holder.append(conn)
         session.bind(conn)
         return session, conn
+
+    def _new_keeper(self, conn_holder: List[Connection]) -> Optional[ListenKeyKeeper]:
+        from .keepalive import ListenKeyKeeper
+
+        assert self.rest is not None
+        if self.rest.auth_kind != "hmac":
+            return None
+        return ListenKeyKeeper(
+            self.rest,
+            renew_interval=self._renew_interval,
+            on_new_key=lambda key: conn_holder[0].restart("new listenKey"),
+            on_status=self._keeper_status,
+            on_fatal=lambda exc: conn_holder[0].fail(exc),
+        )
 
     def _release(self, route: Route, callback: Any, slot: str) -> None:
         """Undo one registration (called by :meth:`Subscription.unsubscribe`)."""
@@ -664,6 +709,8 @@ class StreamManager:
             logger.warning if kind in ("renew_failed", "fatal", "dead_on_arrival") else logger.info
         )
         log("listenKey %s: %s", kind, reason)
+        if self._recorder is not None:
+            self._recorder.listen_key(kind, reason)
         user = self._user
         if kind == "dead_on_arrival":  # paced by the keeper: after 3 keys, then every 10
             self._report("user", ConnectionLost(f"listenKey {kind}: {reason}"))

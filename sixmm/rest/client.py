@@ -152,6 +152,10 @@ class RestClient:
             self._auth_kind = None
         self._own_session = session is None
         self._session = session if session is not None else requests.Session()
+        #: Called after every HTTP attempt with ``{"method","path","http","code","ms"}`` (plus
+        #: ``"data"`` for ``/v1/time``); no query, header or body: no credential. A recording
+        #: manager sets it (``StreamManager(record=...)``). Must return quickly.
+        self.on_call: Optional[Callable[[Dict[str, Any]], None]] = None
 
     # ----------------------------------------------------------------- properties
 
@@ -451,7 +455,7 @@ class RestClient:
         echoed = payload.get("requestId")
         rid = str(echoed) if echoed is not None else request_id
         code = _as_int(payload.get("code"))
-        self._log(method, path, status, code, started, rid)
+        self._log(method, path, status, code, started, rid, payload.get("data"))
         if code == 0 and 200 <= status < 300:
             return payload.get("data")
         if code is None and 200 <= status < 300 and "code" not in payload:
@@ -512,7 +516,23 @@ class RestClient:
         code: Optional[int],
         started: float,
         request_id: str,
+        data: Any = None,
     ) -> None:
+        hook = self.on_call
+        if hook is not None:
+            call: Dict[str, Any] = {
+                "method": method,
+                "path": path,
+                "http": status,
+                "code": code,
+                "ms": round((time.monotonic() - started) * 1e3, 3),
+            }
+            if path == "/v1/time" and isinstance(data, dict):
+                call["data"] = data
+            try:
+                hook(call)
+            except Exception:  # a recorder must never break a REST call
+                logger.exception("REST on_call hook failed")
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "REST %s %s -> http=%s code=%s %.1fms requestId=%s",

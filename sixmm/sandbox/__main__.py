@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -76,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-quirks", action="store_true", help="no stale/overlapping depth quirks")
     p.add_argument("--replay-on-connect", type=int, default=0, help="replay the last N user events")
     p.add_argument("--control", action="store_true", help="read control commands from stdin")
+    p.add_argument("--replay", metavar="FILE", help="serve this sixmm recording (no simulation)")
+    p.add_argument(
+        "--replay-speed", type=float, default=1.0, help="pace of --replay (1.0 = as recorded)"
+    )
     return p
 
 
@@ -171,6 +176,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if args.replay is not None and not os.path.isfile(args.replay):
+        print(f"sixmm sandbox: no such recording: {args.replay}", file=sys.stderr)
+        return 1
     sb = Sandbox(
         port=args.port,
         seed=args.seed,
@@ -188,10 +196,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         user_event_interval=args.user_event_interval,
         listen_key_ttl=args.listen_key_ttl,
         depth_quirks=not args.no_quirks,
+        replay=args.replay,
+        replay_speed=args.replay_speed,
     )
     try:
         sb.start()
-    except RuntimeError as exc:
+    except (RuntimeError, OSError, ValueError) as exc:
         print(f"sixmm sandbox: {exc}", file=sys.stderr)
         return 1
     try:

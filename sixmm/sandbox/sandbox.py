@@ -41,6 +41,10 @@ class Sandbox:
     ``auth_failure`` ``"frame"`` (auth ack with ``success: false`` then close) | ``"close"``
     (just close).
 
+    ``replay=PATH`` serves a sixmm recording instead of the simulated market (see
+    ``sixmm.sandbox.replaysource``): it plays from the first subscribe or private auth, at
+    ``replay_speed`` times the recorded pace (``None``: flat out).
+
     Thread-safety: every public method may be called from any thread.
     """
 
@@ -69,6 +73,8 @@ class Sandbox:
         ack_style: str = "doc",
         trade_style: str = "list",
         auth_failure: str = "frame",
+        replay: Optional[str] = None,
+        replay_speed: Optional[float] = 1.0,
     ) -> None:
         for name, value, allowed in (
             ("depth_style", depth_style, DEPTH_STYLES),
@@ -78,6 +84,12 @@ class Sandbox:
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {value!r}")
+        if replay is not None:  # serve a recording (sixmm.sandbox.replaysource): no simulation
+            from .replaysource import recording_symbols
+
+            replay = str(replay)
+            symbols = recording_symbols(replay)
+            tick_interval = user_event_interval = 0.0
         self._settings = Settings(
             host=host,
             port=port,
@@ -101,6 +113,8 @@ class Sandbox:
             ack_style=ack_style,
             trade_style=trade_style,
             auth_failure=auth_failure,
+            replay=replay,
+            replay_speed=replay_speed,
         )
         self._records = Records()
         self._server = Server(self._settings, self._records)
@@ -245,6 +259,13 @@ class Sandbox:
         if symbol not in self._settings.symbols:
             raise ValueError(f"unknown symbol {symbol!r}")
         return symbol
+
+    @property
+    def replay_finished(self) -> bool:
+        """With ``replay=``: True once every frame of the recording was sent."""
+        return self._call(
+            lambda: self._server.replay is not None and bool(self._server.replay.finished)
+        )
 
     # --------------------------------------------------------- fault injection
     def drop_all(self) -> int:

@@ -65,6 +65,8 @@ class Settings:
     ack_style: str = "doc"
     trade_style: str = "list"
     auth_failure: str = "frame"
+    replay: Optional[str] = None  # serve this recording instead of the simulated market
+    replay_speed: Optional[float] = 1.0
 
 
 class Records:
@@ -186,6 +188,7 @@ class Server:
         self._handlers: Set[asyncio.Task[Any]] = set()
         self.runner: Optional[web.AppRunner] = None
         self.netfaults = NetFaults(self)
+        self.replay: Optional[Any] = None  # a ReplaySource when serving a recording
 
     # ---------------------------------------------------------------- clocks
     def server_ms(self) -> int:
@@ -237,6 +240,11 @@ class Server:
             self._tasks.append(
                 loop.create_task(self._every(s.user_event_interval, self._periodic_user_event))
             )
+        if s.replay is not None:
+            from .replaysource import ReplaySource
+
+            self.replay = ReplaySource(self, s.replay, s.replay_speed)
+            self._tasks.append(loop.create_task(self.replay.run()))
         return self.port
 
     async def stop(self) -> None:
@@ -474,6 +482,8 @@ class Server:
         conn.user = detail
         conn.key = key
         conn.send(dumps({"event": "auth", "success": True, "data": detail}))
+        if self.replay is not None:
+            self.replay.client_arrived()
         n = self.s.replay_on_connect
         if n > 0:
             for frame in list(self.history)[-n:]:
@@ -537,7 +547,11 @@ class Server:
                     del self.muted[topic]
                 conn.topics[topic] = None
                 self.subs.setdefault(topic, {})[conn.id] = conn
-                if topic.startswith("market.depth."):
+                if self.replay is not None:
+                    self.replay.client_arrived()
+                    if topic.startswith("market.depth."):
+                        self.replay.catch_up(conn, topic)
+                elif topic.startswith("market.depth."):
                     self.send_snapshot(conn, topic.split(".")[2])
             else:
                 conn.topics.pop(topic, None)
