@@ -17,6 +17,7 @@ from collections import deque
 from decimal import Decimal
 from typing import Any, Deque, Iterator, List, Optional, Sequence, TextIO
 
+from .bus import cli as bus_cli
 from .config import DEFAULT_WS_URL
 from .errors import SixMMError
 from .manager import StreamManager
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         "sandbox", help="run the local sandbox exchange", add_help=False, prefix_chars="\0"
     )
     sandbox.add_argument("args", nargs=argparse.REMAINDER)
+    bus_cli.register(sub)
     return parser
 
 
@@ -297,6 +299,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "stream": _cmd_stream,
         "book": _cmd_book,
         "sandbox": _cmd_sandbox,
+        "bridge": bus_cli.run,
     }
     try:
         return commands[args.command](args)
