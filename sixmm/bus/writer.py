@@ -95,6 +95,7 @@ class Writer:
         self._thread: Optional[threading.Thread] = None
         self._backoff = Backoff(initial=0.1, maximum=2.0)
         self.role = STANDBY
+        self._lapsed = False
         self._seq: Dict[str, int] = {t: 0 for t in self._topics}
         self._last_write: Dict[str, float] = {}
         self._last_rx: Dict[str, int] = {}
@@ -261,10 +262,12 @@ class Writer:
 
     def _take_over(self, client: Any, script: Any) -> None:
         now_ms = _now_ms()
+        lapsed = self._lapsed  # we were active, then not: entries may be missing
+        self._lapsed = False
         entries: List[Tuple[str, Dict[str, Any]]] = []
         for topic in self._topics:
             last_rx, last_session, last_tid = self._stream_tail(client, topic)
-            if last_session == self.session and not self._pending_gaps.get(topic):
+            if last_session == self.session and not lapsed and not self._pending_gaps.get(topic):
                 start = None  # our own stream, nothing lost: just go on
             elif last_rx is not None:
                 start = last_rx
@@ -277,6 +280,8 @@ class Writer:
                     if last_rx is None
                     else f"handover from session {last_session or '?'}"
                     if last_session != self.session
+                    else "this bridge lost the lease for a while"
+                    if lapsed
                     else "Redis outage"
                 )
                 self._add_gap(topic, start, now_ms, 0, reason + f"; {len(backfill)} backfilled")
@@ -324,6 +329,8 @@ class Writer:
         if role == self.role:
             return
         with self._lock:
+            if self.role == ACTIVE:
+                self._lapsed = True
             self.role = role
         log = logger.warning if role == STANDBY and reason != "stopped" else logger.info
         log("bus bridge %s: %s (%s)", self.session, role, reason)
