@@ -2,7 +2,8 @@
 
 Missing ``redis-server`` (or the ``redis`` package) skips the tests with the reason, unless
 ``SIXMM_REQUIRE_REDIS=1`` (CI), which makes them fail instead. Import the fixture into a test
-module: ``from tests.redisserver import redis_server  # noqa: F401``.
+module: ``from tests.redisserver import redis_server_fixture  # noqa: F401`` (the fixture's name is
+``redis_server``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-__all__ = ["RedisServer", "redis_server", "require_redis"]
+__all__ = ["RedisServer", "redis_server_fixture", "require_redis"]
 
 
 def require_redis() -> str:
@@ -115,8 +116,8 @@ class RedisServer:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
+@pytest.fixture(name="redis_server")
+def redis_server_fixture() -> Iterator[RedisServer]:
     """A fresh redis-server for one test (no persistence), stopped and removed afterwards."""
     server = RedisServer(require_redis())
     server.start()

@@ -12,7 +12,7 @@ from sixmm import StreamManager
 from sixmm.bus import Bridge, decode_entry
 from sixmm.bus.format import stream_key
 from tests.helpers import Recorder, wait_until
-from tests.redisserver import RedisServer, redis_server  # noqa: F401
+from tests.redisserver import RedisServer, redis_server_fixture  # noqa: F401
 
 TRADE = "market.trade.BTCUSDT"
 DEPTH = "market.depth.BTCUSDT"
@@ -36,9 +36,8 @@ def entries(server: RedisServer, topic: str) -> List[Any]:
 def test_trades_reach_two_consumers_exactly_once_and_in_order(sandbox, redis_server) -> None:
     sandbox.pause_market()
     direct, a, b = Recorder(), Recorder(), Recorder()
-    with Bridge([TRADE], redis_server.url, url=sandbox.ws_url) as bridge, StreamManager(
-        sandbox.ws_url
-    ) as streams:
+    bridge = Bridge([TRADE], redis_server.url, url=sandbox.ws_url)
+    with bridge, StreamManager(sandbox.ws_url) as streams:
         assert streams.trades("BTCUSDT", direct).wait_ready(15)
         wait_until(lambda: ready(bridge), 20)
         ca = StreamManager.from_redis(redis_server.url)

@@ -29,7 +29,9 @@ from sixmm.errors import ProtocolError
 
 def test_entry_round_trip_keeps_prices_as_strings() -> None:
     data = {"price": "85000.10", "quantity": "0.00100000", "tradeId": "17"}
-    fields = encode_entry("data", "market.trade.BTCUSDT", "s1", 3, 1700, ts=1699, data=data, tid="17")
+    fields = encode_entry(
+        "data", "market.trade.BTCUSDT", "s1", 3, 1700, ts=1699, data=data, tid="17"
+    )
     assert all(isinstance(v, str) for v in fields.values())
     assert fields["v"] == str(FORMAT_VERSION) == "1"
     entry = decode_entry({k.encode(): v.encode() for k, v in fields.items()})  # as Redis returns
@@ -76,7 +78,9 @@ def test_malformed_entries_raise_protocol_error(change: dict) -> None:
     text=st.text(max_size=20),
 )
 def test_any_entry_round_trips(kind: str, seq: int, rx: int, version: int, text: str) -> None:
-    fields = encode_entry(kind, "t", "sess", seq, rx, data={"k": text}, version=version, reason=text)
+    fields = encode_entry(
+        kind, "t", "sess", seq, rx, data={"k": text}, version=version, reason=text
+    )
     entry = decode_entry(fields)
     assert (entry.kind, entry.seq, entry.rx, entry.version, entry.data) == (
         kind, seq, rx, version, {"k": text}
@@ -118,7 +122,7 @@ def test_shard_of_is_stable_across_processes() -> None:
 def test_shards_partition_the_topics() -> None:
     topics = [f"market.depth.S{i}" for i in range(30)]
     parts = [select_topics(topics, (i, 3)) for i in range(3)]
-    assert sorted(sum(parts, [])) == sorted(topics)
+    assert sorted(t for part in parts for t in part) == sorted(topics)
     assert all(parts)
     assert default_group(topics, (0, 3)) != default_group(topics, (1, 3))
     assert default_group(topics, (0, 3)) == default_group(list(reversed(topics)), (0, 3))
