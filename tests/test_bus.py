@@ -47,9 +47,12 @@ def test_trades_reach_two_consumers_exactly_once_and_in_order(sandbox, redis_ser
             assert cb.trades("BTCUSDT", b).wait_ready(15)
             sandbox.burst("BTCUSDT", 300)
             sandbox.step(20)  # ticks: trades pushed as lists, one entry per trade
-            wait_until(lambda: len(direct) >= 300, 30)
-            n = len(direct)
-            wait_until(lambda: len(a) >= n and len(b) >= n, 30)
+
+            def caught_up() -> bool:
+                d, x, y = direct.snapshot(), a.snapshot(), b.snapshot()
+                return len(d) >= 300 and bool(x and y) and d[-1] == x[-1] == y[-1]
+
+            wait_until(caught_up, 30)  # the same last trade everywhere (ids are unique)
             want = [t.trade_id for t in direct.snapshot()]
             assert [t.trade_id for t in a.snapshot()] == want
             assert [t.trade_id for t in b.snapshot()] == want

@@ -28,6 +28,7 @@ from ..protocol.depth import DepthMsg
 from ..protocol.topics import parse_topic
 from ..states import GapEvent
 from .format import DEFAULT_PREFIX, check_public, max_trade_id, shard_of, snapshot_data
+from .redisio import redis_errors
 from .writer import ACTIVE, Writer
 
 __all__ = ["Bridge", "select_topics"]
@@ -91,6 +92,10 @@ class Bridge:
         on_role: Optional[Callable[[str, str], Any]] = None,
         **manager_kwargs: Any,
     ) -> None:
+        if "dispatcher" in manager_kwargs:
+            # the bridge pairs each depth message with the book's verdict on the reader thread
+            raise TypeError("Bridge takes no dispatcher: its callbacks run inline, never block")
+        redis_errors()  # ImportError with the install hint, now rather than in the thread
         wanted = list(topics)
         self.topics = select_topics(wanted, shard)
         for topic in self.topics:

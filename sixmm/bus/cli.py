@@ -24,7 +24,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("bridge", help="publish public TOPIC... into Redis Streams")
     p.add_argument("topics", nargs="+", metavar="TOPIC", help="e.g. market.trade.BTCUSDT")
     p.add_argument("--redis", required=True, help="redis://HOST:PORT/DB")
-    p.add_argument("--url", default=DEFAULT_WS_URL, help=f"WebSocket URL (default {DEFAULT_WS_URL})")
+    p.add_argument(
+        "--url", default=DEFAULT_WS_URL, help=f"WebSocket URL (default {DEFAULT_WS_URL})"
+    )
     p.add_argument("--shard", default=None, help="I/N: publish only shard I of N (1-based)")
     p.add_argument("--group", default=None, help="lease group (default: from topics and shard)")
     p.add_argument("--prefix", default="sixmm", help="Redis key prefix (default sixmm)")

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Set
 
 from ..config import Backoff
 from ..dispatch import Dispatcher
@@ -43,7 +43,6 @@ from .format import (
     previous_id,
     snapshot_key,
     stream_key,
-    trade_number,
 )
 from .redisio import connect, display_url, redis_errors
 
@@ -55,7 +54,7 @@ _LANE = "bus"
 _STATE_TOPIC = "sixmm.state"
 _APPLIED = Outcome.APPLIED
 _SNAPSHOT = Outcome.SNAPSHOT
-_RECENT_IDS = 2048
+_RECENT_IDS = 20_000  # trade ids remembered per stream for de-duplication
 
 
 def _text(value: Any) -> str:
@@ -78,8 +77,8 @@ class _Feed:
         "last_id",
         "last_rx",
         "last_seen",
-        "last_tid",
         "recent",
+        "recent_set",
         "rewind",
         "route",
         "trade_dups",
@@ -95,8 +94,8 @@ class _Feed:
         self.last_rx: Optional[int] = None
         self.last_seen: Optional[float] = None
         self.idle = False
-        self.last_tid: Optional[int] = None
-        self.recent: Deque[str] = deque(maxlen=_RECENT_IDS)
+        self.recent: Deque[str] = deque()  # trade ids delivered lately, oldest first
+        self.recent_set: Set[str] = set()
         self.lags: Deque[int] = deque(maxlen=1000)
         self.entries = 0
         self.duplicates = 0
@@ -133,6 +132,7 @@ class _Reader:
         idle_after: float,
         count: int,
     ) -> None:
+        redis_errors()  # ImportError with the install hint, now rather than in the thread
         self._m = manager
         self._url = url
         self.display = display_url(url)
@@ -279,7 +279,8 @@ class _Reader:
         book = route.book
         if feed.idle:
             feed.idle = False
-            self._gap(feed, feed.last_rx or e.rx, e.rx, "no bridge fed the stream")
+            if e.kind != "gap":  # a bridge's gap entry covers the outage (and says more)
+                self._gap(feed, feed.last_rx or e.rx, e.rx, "no bridge fed the stream")
         if verdict is Verdict.HOLE:
             feed.holes += 1
             lost = feed.cursor.lost
@@ -339,24 +340,23 @@ class _Reader:
                 submit(_LANE, route.topic, callbacks, item, route.conflate)
 
     def _new_trade(self, feed: _Feed, item: Any) -> bool:
-        """False for a trade already delivered (a failover may re-publish a few)."""
+        """False for a trade already delivered (a failover may re-publish a few): the last
+        trade ids delivered are remembered (no assumption that ids increase)."""
         value = (
             item.get("tradeId", item.get("id", item.get("t"))) if isinstance(item, dict) else None
         )
-        number = trade_number(value)
-        if number is not None:
-            if feed.last_tid is not None and number <= feed.last_tid:
-                feed.trade_dups += 1
-                return False
-            feed.last_tid = number
-            return True
         if value is None:
             return True
         text = str(value)
-        if text in feed.recent:
+        seen = feed.recent_set
+        if text in seen:
             feed.trade_dups += 1
             return False
-        feed.recent.append(text)
+        seen.add(text)
+        recent = feed.recent
+        recent.append(text)
+        if len(recent) > _RECENT_IDS:
+            seen.discard(recent.popleft())
         return True
 
     def _depth(self, feed: _Feed, entry_id: str, e: Entry) -> None:
