@@ -61,6 +61,7 @@ def test_decimal_values_encode_as_strings() -> None:
         {"seq": "x"},
         {"rx": ""},
         {"data": "{not json"},
+        {"gap_start_is": "x", "start": "soon"},
     ],
 )
 def test_malformed_entries_raise_protocol_error(change: dict) -> None:
@@ -68,6 +69,8 @@ def test_malformed_entries_raise_protocol_error(change: dict) -> None:
     fields.update(change)
     with pytest.raises(ProtocolError):
         decode_entry(fields)
+    with pytest.raises(ProtocolError):
+        decode_entry({k.encode(): v.encode() for k, v in fields.items()})
 
 
 @given(
@@ -82,6 +85,8 @@ def test_any_entry_round_trips(kind: str, seq: int, rx: int, version: int, text:
         kind, "t", "sess", seq, rx, data={"k": text}, version=version, reason=text
     )
     entry = decode_entry(fields)
+    as_redis = decode_entry({k.encode(): v.encode() for k, v in fields.items()})  # fast path
+    assert as_redis == entry
     assert (entry.kind, entry.seq, entry.rx, entry.version, entry.data) == (
         kind, seq, rx, version, {"k": text}
     )  # fmt: skip

@@ -65,6 +65,7 @@ class _Feed:
     """What the reader knows about one stream."""
 
     __slots__ = (
+        "check_dups",
         "cursor",
         "deliver_after",
         "duplicates",
@@ -96,6 +97,7 @@ class _Feed:
         self.idle = False
         self.recent: Deque[str] = deque()  # trade ids delivered lately, oldest first
         self.recent_set: Set[str] = set()
+        self.check_dups = 0  # trades still to check against ``recent`` after a new session
         self.lags: Deque[int] = deque(maxlen=1000)
         self.entries = 0
         self.duplicates = 0
@@ -287,6 +289,7 @@ class _Reader:
             self._gap(feed, feed.last_rx or e.rx, e.rx, f"{lost} entries missed (trimmed away)")
         elif verdict is Verdict.NEW_SESSION:
             feed.handovers += 1
+            feed.check_dups = _RECENT_IDS
             logger.info("bus: %s now published by session %s", route.topic, e.session)
             if book is not None and e.kind != "snapshot":
                 book._invalidate(f"new bridge session {e.session}")
@@ -340,8 +343,10 @@ class _Reader:
                 submit(_LANE, route.topic, callbacks, item, route.conflate)
 
     def _new_trade(self, feed: _Feed, item: Any) -> bool:
-        """False for a trade already delivered (a failover may re-publish a few): the last
-        trade ids delivered are remembered (no assumption that ids increase)."""
+        """False for a trade already delivered. Within one bridge session the ``seq`` rules
+        exclude duplicates (the direct path does not de-duplicate either); after a change of
+        session (a failover may re-publish a few) the first trades are checked against the
+        ids delivered lately (no assumption that ids increase)."""
         value = (
             item.get("tradeId", item.get("id", item.get("t"))) if isinstance(item, dict) else None
         )
@@ -349,9 +354,11 @@ class _Reader:
             return True
         text = str(value)
         seen = feed.recent_set
-        if text in seen:
-            feed.trade_dups += 1
-            return False
+        if feed.check_dups > 0:
+            feed.check_dups -= 1
+            if text in seen:
+                feed.trade_dups += 1
+                return False
         seen.add(text)
         recent = feed.recent
         recent.append(text)

@@ -210,37 +210,73 @@ def _int(fields: Mapping[str, str], name: str, required: bool = False) -> Option
         raise ProtocolError(f"bus entry field {name!r} is not an integer: {text[:40]!r}") from None
 
 
+_DECODER = json.JSONDecoder(parse_float=Decimal)
+
+
 def decode_entry(raw: Mapping[Any, Any]) -> Entry:
     """Decode the fields of one entry; :class:`ProtocolError` if malformed or of a newer
     major format. JSON numbers with a fraction become ``Decimal``, never ``float``."""
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    g = raw.get
+    if g(b"v") == b"1":  # fast path: bytes as redis-py returns them, format 1
+        try:
+            kind = g(b"type", b"").decode()
+            text = g(b"data")
+            data = None if text is None else _DECODER.decode(text.decode())
+            ts_b = g(b"ts")
+            if kind in _KIND_SET:
+                return Entry(
+                    kind,
+                    g(b"topic", b"").decode(),
+                    g(b"session", b"").decode(),
+                    int(raw[b"seq"]),
+                    int(raw[b"rx"]),
+                    int(ts_b) if ts_b else None,
+                    data,
+                    version=int(raw[b"version"]) if b"version" in raw else None,
+                    tid=g(b"tid", b"").decode() or None,
+                    start=int(raw[b"start"]) if b"start" in raw else None,
+                    end=int(raw[b"end"]) if b"end" in raw else None,
+                    reason=g(b"reason", b"").decode(),
+                    lost=int(raw[b"lost"]) if b"lost" in raw else 0,
+                )
+        except (KeyError, ValueError, AttributeError):
+            pass  # the slow path names the problem
+    return _decode_slow(raw)
+
+
+def _decode_slow(raw: Mapping[Any, Any]) -> Entry:
+    try:
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"bus entry is not UTF-8: {exc}") from None
+    get = fields.get
     fmt = _int(fields, "v", required=True)
     if fmt != FORMAT_VERSION:
         raise ProtocolError(f"bus entry format {fmt} (this sixmm reads {FORMAT_VERSION})")
-    kind = fields.get("type", "")
+    kind = get("type", "")
     if kind not in _KIND_SET:
         raise ProtocolError(f"unknown bus entry type {kind[:40]!r}")
+    text = get("data")
     data = None
-    if "data" in fields:
+    if text is not None:
         try:
-            data = json.loads(fields["data"], parse_float=Decimal)
+            data = _DECODER.decode(text)
         except ValueError as exc:
             raise ProtocolError(f"bus entry data is not JSON: {exc}") from None
     return Entry(
         kind,
-        fields.get("topic", ""),
-        fields.get("session", ""),
+        get("topic", ""),
+        get("session", ""),
         _int(fields, "seq", required=True),  # type: ignore[arg-type]
         _int(fields, "rx", required=True),  # type: ignore[arg-type]
         ts=_int(fields, "ts"),
         data=data,
         version=_int(fields, "version"),
-        tid=fields.get("tid") or None,
+        tid=get("tid") or None,
         start=_int(fields, "start"),
         end=_int(fields, "end"),
-        reason=fields.get("reason", ""),
+        reason=get("reason", ""),
         lost=_int(fields, "lost") or 0,
-        format=fmt,
     )
 
 

@@ -15,13 +15,20 @@ from typing import Any
 
 __all__ = ["PUBLISH_LUA", "Lease"]
 
-#: KEYS: stream, lease, snapshot pointer. ARGV: session, maxlen, is_snapshot, field, value...
-#: Returns the new entry id, or false when the lease is not ours (fenced).
+#: One batch of entries, fenced: KEYS[1] the lease, then stream and snapshot-pointer keys.
+#: ARGV: session, maxlen, the batch as JSON: ``[[stream key index, pointer key index (0: not a
+#: snapshot), field, value, ...], ...]`` (one argument: redis-py packs each argument in
+#: Python, a JSON array per batch costs far less). Returns the number of entries written, or
+#: false when the lease is not ours (nothing written).
 PUBLISH_LUA = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 4))
-if ARGV[3] == '1' then redis.call('SET', KEYS[3], id) end
-return id
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local batch = cjson.decode(ARGV[3])
+for j = 1, #batch do
+  local e = batch[j]
+  local id = redis.call('XADD', KEYS[e[1]], 'MAXLEN', '~', ARGV[2], '*', unpack(e, 3))
+  if e[2] > 0 then redis.call('SET', KEYS[e[2]], id) end
+end
+return #batch
 """
 
 _RENEW_LUA = """

@@ -12,6 +12,7 @@ Thread-safety: ``put`` from any thread; ``start``/``stop``/``stats`` from any th
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -292,9 +293,11 @@ class Writer:
             if topic in self._books:
                 entries.append(self._snapshot_entry(topic))
         self._buffer = {t: deque(maxlen=b.maxlen) for t, b in self._buffer.items()}
-        self.takeovers += 1
-        self._set_role(ACTIVE, f"lease taken by session {self.session}")
-        self._send(client, script, entries)
+        fenced = self.fenced
+        self._send(client, script, entries)  # gap, backfill, snapshots: before any new entry
+        if self.fenced == fenced:
+            self.takeovers += 1
+            self._set_role(ACTIVE, f"lease taken by session {self.session}")
 
     def _stream_tail(self, client: Any, topic: str) -> Tuple[Optional[int], str, Optional[int]]:
         """(rx of the last entry, its session, highest trade id among the last entries)."""
@@ -427,55 +430,73 @@ class Writer:
         ]
 
     def _send(self, client: Any, script: Any, entries: List[Tuple[str, Dict[str, Any]]]) -> None:
-        """One pipeline of fenced XADDs. On a Redis error the entries count as lost (never
-        re-sent: a re-send could duplicate) and each topic gets a ``gap`` entry later."""
+        """Write ``entries`` in fenced batches (one script call, pipelined, per batch). On a
+        Redis error the entries count as lost (never re-sent: a re-send could duplicate) and
+        each topic gets a ``gap`` entry later."""
         pipe = client.pipeline(transaction=False)
-        session, maxlen = self.session, self._maxlen
-        sent: List[Tuple[str, str, int]] = []
-        for topic, f in entries:
-            seq = self._seq[topic] = self._seq[topic] + 1
-            kind = f["kind"]
-            fields = encode_entry(
-                kind,
-                topic,
-                session,
-                seq,
-                f["rx"],
-                ts=f.get("ts"),
-                data=f.get("data"),
-                version=f.get("version"),
-                tid=f.get("tid"),
-                start=f.get("start"),
-                end=f.get("end"),
-                reason=f.get("reason", ""),
-                lost=f.get("lost", 0),
-            )
-            flat: List[str] = []
-            for k, v in fields.items():
-                flat.append(k)
-                flat.append(v)
-            keys = self._keys[topic]
-            script(
-                keys=list(keys),
-                args=[session, maxlen, "1" if kind == "snapshot" else "0", *flat],
-                client=pipe,
-            )
-            sent.append((topic, kind, f["rx"]))
+        session = self.session
+        batches: List[List[Tuple[str, str, int]]] = []
+        for at in range(0, len(entries), _BATCH):
+            keys: List[str] = [self._lease_key]
+            index: Dict[str, int] = {}
+            batch: List[List[Any]] = []
+            sent: List[Tuple[str, str, int]] = []
+            for topic, f in entries[at : at + _BATCH]:
+                seq = self._seq[topic] = self._seq[topic] + 1
+                kind = f["kind"]
+                fields = encode_entry(
+                    kind,
+                    topic,
+                    session,
+                    seq,
+                    f["rx"],
+                    ts=f.get("ts"),
+                    data=f.get("data"),
+                    version=f.get("version"),
+                    tid=f.get("tid"),
+                    start=f.get("start"),
+                    end=f.get("end"),
+                    reason=f.get("reason", ""),
+                    lost=f.get("lost", 0),
+                )
+                stream, _lease, pointer = self._keys[topic]
+                k = index.get(stream)
+                if k is None:
+                    keys.append(stream)
+                    k = index[stream] = len(keys)
+                p = 0
+                if kind == "snapshot":
+                    p = index.get(pointer, 0)
+                    if not p:
+                        keys.append(pointer)
+                        p = index[pointer] = len(keys)
+                row: List[Any] = [k, p]
+                for item in fields.items():
+                    row += item
+                batch.append(row)
+                sent.append((topic, kind, f["rx"]))
+            text = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
+            script(keys=keys, args=[session, self._maxlen, text], client=pipe)
+            batches.append(sent)
         try:
             results = pipe.execute(raise_on_error=False)
         except BaseException:
-            self._lose(sent, "Redis write failed")
+            for sent in batches:
+                self._lose(sent, "Redis write failed")
             raise
-        self.batches += 1
+        self.batches += len(batches)
         mono = time.monotonic()
         fenced = 0
-        for (topic, kind, rx), result in zip(sent, results):
+        for sent, result in zip(batches, results):
             if isinstance(result, Exception):
-                self._lose([(topic, kind, rx)], f"Redis refused a write: {result}")
-            elif result is None:
-                fenced += 1
-            else:
-                self.published += 1
+                self._lose(sent, f"Redis refused a write: {redact.scrub(str(result))}")
+                self._report(ConnectionLost(f"Redis refused a write: {result}"))
+                continue
+            if result is None:
+                fenced += len(sent)
+                continue
+            self.published += len(sent)
+            for topic, kind, rx in sent:
                 self._last_write[topic] = mono
                 self._last_rx[topic] = rx
                 if kind == "snapshot":
