@@ -210,3 +210,22 @@ def run_memory_check(sandbox: Any, server: RedisServer, seconds: float) -> None:
         published = bridge.stats()["bus"]["published"]
     assert published > 3000
     assert peak < start_mem * 1.5 + 256 * 1024, (start_mem, peak)
+
+
+def test_shards_split_topics_and_publish_side_by_side(sandbox, redis_server) -> None:
+    topics = [f"market.trade.{s}" for s in sandbox.symbols] + [
+        f"market.depth.{s}" for s in sandbox.symbols
+    ]
+    one = Bridge(topics, redis_server.url, url=sandbox.ws_url, shard=(0, 2))
+    two = Bridge(topics, redis_server.url, url=sandbox.ws_url, shard=(1, 2))
+    assert sorted(one.topics + two.topics) == sorted(topics)
+    assert not set(one.topics) & set(two.topics)
+    assert one.group != two.group  # two leases: both publish
+    with one, two:
+        wait_until(lambda: one.active and two.active, 20)
+        client = redis_server.client()
+        wait_until(lambda: all(client.xlen(stream_key("sixmm", t)) for t in topics), 20)
+        for bridge in (one, two):
+            for topic in bridge.topics:
+                sessions = {e.session for e in entries(redis_server, topic)}
+                assert sessions == {bridge.session}

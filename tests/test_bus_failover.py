@@ -132,3 +132,32 @@ def test_sigterm_stops_a_bridge_cleanly(sandbox, redis_server) -> None:
         if bridge.proc.poll() is None:
             bridge.proc.kill()
             bridge.finish()
+
+
+def test_a_stalled_bridge_is_an_idle_stream_then_a_gap(sandbox, redis_server) -> None:
+    # SIGSTOP for less than the lease: nobody takes over, the stream just goes quiet
+    bridge = BridgeProcess(
+        redis_server.url, sandbox.ws_url, "--lease-ttl", "30", "--snapshot-interval", "1"
+    )
+    gaps = Recorder()
+    try:
+        wait_until(lambda: bridge.session and lease_holder(redis_server) == bridge.session, 30)
+        consumer = StreamManager.from_redis(redis_server.url, on_gap=gaps, idle_after=1.0)
+        with consumer:
+            book = consumer.order_book("BTCUSDT")
+            assert book.wait_synced(20)
+            bridge.proc.send_signal(signal.SIGSTOP)
+            try:
+                wait_until(lambda: not book.synced, 20)  # idle: no entry, not even a heartbeat
+                assert consumer.stats()["bus"]["topics"][DEPTH]["idle"]
+            finally:
+                bridge.proc.send_signal(signal.SIGCONT)
+            wait_until(lambda: any(g.topic == DEPTH for g in gaps.snapshot()), 20)
+            assert book.wait_synced(20)  # the next periodic snapshot
+            sandbox.pause_market()
+            wait_until(lambda: truth_matches(sandbox, book), 30)
+            assert consumer.stats()["bus"]["topics"][DEPTH]["handovers"] == 0
+    finally:
+        if bridge.proc.poll() is None:
+            bridge.proc.terminate()
+            bridge.finish()
