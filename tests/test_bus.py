@@ -11,6 +11,7 @@ import pytest
 from sixmm import StreamManager
 from sixmm.bus import Bridge, decode_entry
 from sixmm.bus.format import stream_key
+from sixmm.sandbox import DEPTH_STYLES, Sandbox
 from tests.helpers import Recorder, wait_until
 from tests.redisserver import RedisServer, redis_server_fixture  # noqa: F401
 
@@ -229,3 +230,19 @@ def test_shards_split_topics_and_publish_side_by_side(sandbox, redis_server) -> 
             for topic in bridge.topics:
                 sessions = {e.session for e in entries(redis_server, topic)}
                 assert sessions == {bridge.session}
+
+
+@pytest.mark.parametrize("style", DEPTH_STYLES)
+def test_consumer_books_follow_every_depth_style(style: str, redis_server) -> None:
+    with Sandbox(port=0, seed=1, depth_style=style) as sb:
+        bridge = Bridge([DEPTH], redis_server.url, url=sb.ws_url, snapshot_interval=1.0)
+        consumer = StreamManager.from_redis(redis_server.url)
+        with bridge, consumer:
+            wait_until(lambda: ready(bridge), 20)
+            book = consumer.order_book("BTCUSDT")
+            assert book.wait_synced(20)
+            wait_until(lambda: book.stats()["applied"] > 20, 20)
+            sb.pause_market()
+            wait_until(lambda: truth_matches(sb, book), 20)
+            assert book.stats()["gaps"] == 0
+            assert book.verified == bridge.manager.order_book("BTCUSDT").verified

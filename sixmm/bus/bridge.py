@@ -1,8 +1,10 @@
 """The bridge: one :class:`~sixmm.StreamManager`'s public topics published into Redis Streams.
 
 The manager's reader threads only hand entries to the :class:`~sixmm.bus.writer.Writer`'s
-bounded queue (never blocking on Redis). Books: each verified increment (the book applied it
-under the exchange's version rules), a snapshot of the bridge's own synced book on every
+bounded queue (never blocking on Redis). Books, from the book's own observer hook (under its
+lock, so in the order the book applied them): each verified increment (the book applied it
+under the exchange's version rules) in the exchange's depth shape with the exact strings, a
+snapshot of the bridge's own synced book on every
 (re)sync and every ``snapshot_interval``, an ``unsynced`` entry the moment the bridge's book
 may be wrong. Exchange outages become ``gap`` entries. The private user stream is never
 published: a ``user`` topic is refused.
@@ -42,6 +44,18 @@ _INVALID = (Outcome.GAP, Outcome.CROSSED, None)
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def increment(msg: DepthMsg) -> Dict[str, Any]:
+    """A verified book update in the exchange's depth shape, with the exact strings."""
+    data: Dict[str, Any] = {"type": "update", "endVersion": msg.end}
+    if msg.start is not None:
+        data["startVersion"] = msg.start
+    if msg.prev is not None:
+        data["prevEndVersion"] = msg.prev
+    data["bids"] = msg.bids
+    data["asks"] = msg.asks
+    return data
 
 
 def select_topics(topics: Iterable[str], shard: Optional[Tuple[int, int]]) -> List[str]:
@@ -92,9 +106,6 @@ class Bridge:
         on_role: Optional[Callable[[str, str], Any]] = None,
         **manager_kwargs: Any,
     ) -> None:
-        if "dispatcher" in manager_kwargs:
-            # the bridge pairs each depth message with the book's verdict on the reader thread
-            raise TypeError("Bridge takes no dispatcher: its callbacks run inline, never block")
         redis_errors()  # ImportError with the install hint, now rather than in the thread
         wanted = list(topics)
         self.topics = select_topics(wanted, shard)
@@ -111,7 +122,6 @@ class Bridge:
             url, on_error=on_error, on_gap=self._exchange_gap, **manager_kwargs
         )
         self._books: Dict[str, OrderBook] = {}
-        self._applied: Dict[str, Optional[int]] = {}
         self._synced: Dict[str, bool] = {}
         self._writer = Writer(
             redis_url,
@@ -198,10 +208,8 @@ class Bridge:
             symbol = topic.rsplit(".", 1)[-1]
             book = m.order_book(symbol)
             self._books[topic] = book
-            self._applied[topic] = None
             self._synced[topic] = False
             book._observer = functools.partial(self._observe, topic)
-            m.subscribe(topic, functools.partial(self._on_depth, topic))
         elif channel == "trade":
             m.subscribe(topic, functools.partial(self._on_trade, topic))
         elif channel == "tickers":
@@ -228,21 +236,13 @@ class Bridge:
         data = envelope.get("data") if isinstance(envelope, dict) else envelope
         self._put(topic, "data", _now_ms(), ts if isinstance(ts, int) else None, data)
 
-    def _on_depth(self, topic: str, update: Any) -> None:
-        """A depth message; published only if the book just applied it (verified)."""
-        end = update.end_version
-        if end is not None and self._applied.get(topic) == end:
-            self._applied[topic] = None
-            self._put(topic, "update", _now_ms(), update.ts, update.raw, end)
-
     def _observe(
         self, topic: str, msg: Optional[DepthMsg], outcome: Optional[Outcome], state: BookState
     ) -> None:
         """The book's hook, under its lock: note verified increments, snapshot on (re)sync."""
-        if outcome is _APPLIED:
-            self._applied[topic] = msg.end if msg is not None else None
+        if outcome is _APPLIED and msg is not None:
+            self._put(topic, "update", _now_ms(), None, increment(msg), msg.end)
             return
-        self._applied[topic] = None
         if outcome is _SNAPSHOT and state.synced and state.version is not None:
             self._synced[topic] = True
             bids, asks = state.levels()

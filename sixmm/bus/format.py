@@ -17,8 +17,13 @@ field      meaning
 ``seq``    per stream and session: 1, 2, 3... with no hole (a hole means lost entries)
 ``rx``     when the bridge received it (or wrote it), Unix ms
 ``ts``     the exchange's timestamp, Unix ms, or empty
-``data``   JSON: the exchange payload as received (``data``, ``update``); for ``snapshot``
-           ``{"endVersion": V, "bids": [[price, qty], ...], "asks": [...]}`` best first
+``data``   JSON. ``data``: the exchange payload as received (one trade object per entry: a
+           push carrying a list becomes one entry per trade). ``update``: the increment the
+           bridge's book verified and applied, in the exchange's depth shape with its exact
+           strings: ``{"type": "update", "startVersion", "endVersion", ["prevEndVersion"],
+           "bids": [[price, qty], ...], "asks": [...]}`` (qty ``"0"``: remove the level).
+           ``snapshot``: ``{"endVersion": V, "bids": [...], "asks": [...]}``, best first.
+           ``gap``/``unsynced``: absent
 ``version`` books: the book version after the entry (``update``, ``snapshot``, ``unsynced``)
 ``tid``    trade streams: the highest trade id in the entry (for de-duplication)
 ``start``/``end`` ``gap``: the window (Unix ms); ``reason``: why; ``lost``: entries lost
