@@ -19,6 +19,10 @@ The manager drives it through three underscore methods (not for users):
 - ``_bad_payload(reason) -> bool`` when a depth payload of the symbol fails to parse: the book
   is unsynced and disarmed; True means "resubscribe" (it was synced or awaiting its snapshot).
 
+Two hooks for the Redis bus bridge (:mod:`sixmm.bus.bridge`): ``_observer``, if set, is called
+under the lock after every fed message and every invalidation (see :data:`Observer`), and
+``_locked(fn)`` runs ``fn(state)`` under the lock (one consistent snapshot).
+
 GAP and CROSSED are logged here at INFO with the versions involved (the manager logs the
 resync itself).
 """
