@@ -13,7 +13,8 @@ Figures:
   fenced ``XADD``) -> Redis -> ``StreamManager.from_redis`` (``XREAD BLOCK``, entry decode,
   the same models/book) -> callback. Trades: one callback per trade; depth: one
   ``on_update(book)`` per applied update of a 5,000-level book (snapshot entry + increments).
-  The bridge and the consumer run in this one process (one GIL): a conservative figure.
+  ``bus``: the bridge and the consumer in this one process (one GIL); ``bus_2proc``: the
+  bridge as ``python -m sixmm bridge`` in its own process, as deployed.
 - ``latency``: sender stamp -> user callback at ``--rate`` msgs/s (p50/p99, microseconds),
   bus and direct.
 - ``reply_parser``: ``hiredis`` when the ``hiredis`` package is installed (redis-py then
@@ -44,8 +45,44 @@ from tests.redisserver import RedisServer
 TIMEOUT = 300.0
 
 
+def bus_stream_process(port: int, redis_url: str, kind: str, n: int) -> Rates:
+    """Messages/s at a bus consumer's callback, the bridge in its own process
+    (``python -m sixmm bridge``): each side has its own GIL, as in production."""
+    import subprocess
+
+    import sixmm
+
+    total = n + 1 if kind == "depth" else n
+    counter = Counter(total, total - (n - int(n * WARM)))
+    prefix = f"benchp{time.monotonic_ns()}"
+    consumer = sixmm.StreamManager.from_redis(redis_url, prefix=prefix)
+    topic = f"market.{kind}.{SYMBOL}"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with consumer:
+        if kind == "trade":
+            consumer.trades(SYMBOL, counter).wait_ready(30)
+        else:
+            consumer.order_book(SYMBOL, on_update=counter)
+            consumer._routes[topic].ready.wait(30)
+        size = str(max(10_000, n + 10))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sixmm", "bridge", topic, "--redis", redis_url,
+             "--url", url_for(port, kind=kind, n=n), "--prefix", prefix, "--maxlen", size,
+             "--queue-size", size],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+        try:
+            if not counter.done.wait(TIMEOUT):
+                raise RuntimeError(f"only {counter.count} of {total}")
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return counter.rates()
+
+
 def bus_stream(port: int, redis_url: str, kind: str, n: int) -> Tuple[Rates, Dict[str, Any]]:
-    """Messages/s at a bus consumer's callback; and the bridge's counters."""
+    """Messages/s at a bus consumer's callback, bridge and consumer in this one process;
+    and the bridge's counters."""
     import sixmm
     from sixmm.bus import Bridge
 
@@ -190,9 +227,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                 for kind, n in (("trade", args.trades), ("depth", args.depth)):
                     direct = sixmm_stream(sender.port, kind, n, "inline")
                     bus, extra = bus_stream(sender.port, server.url, kind, n)
+                    two = bus_stream_process(sender.port, server.url, kind, n)
                     emit({"bench": "bus", "figure": "throughput", "kind": kind, "n": n,
                           "run": run, "direct": round(direct.wall), "bus": round(bus.wall),
-                          "ratio": round(bus.wall / direct.wall, 3), **extra})  # fmt: skip
+                          "ratio": round(bus.wall / direct.wall, 3),
+                          "bus_2proc": round(two.wall),
+                          "ratio_2proc": round(two.wall / direct.wall, 3), **extra})  # fmt: skip
                 n = int(args.rate * args.secs)
                 d50, d99 = sixmm_latency(sender.port, args.rate, n, "inline")
                 b50, b99, lag = bus_latency(sender.port, server.url, args.rate, n)

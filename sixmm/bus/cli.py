@@ -31,6 +31,7 @@ def register(sub: Any) -> None:
     p.add_argument("--group", default=None, help="lease group (default: from topics and shard)")
     p.add_argument("--prefix", default="sixmm", help="Redis key prefix (default sixmm)")
     p.add_argument("--maxlen", type=int, default=10_000, help="XADD MAXLEN ~ N (default 10000)")
+    p.add_argument("--queue-size", type=int, default=10_000, help="entries (default 10000)")
     p.add_argument("--snapshot-interval", type=float, default=10.0, help="seconds (default 10)")
     p.add_argument("--lease-ttl", type=float, default=5.0, help="seconds (default 5)")
     p.add_argument("--seconds", type=float, help="stop after this many seconds")
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             group=args.group,
             prefix=args.prefix,
             maxlen=args.maxlen,
+            queue_size=args.queue_size,
             snapshot_interval=args.snapshot_interval,
             lease_ttl=args.lease_ttl,
             on_error=on_error,
