@@ -146,6 +146,7 @@ def test_redis_restart_under_a_running_bridge(sandbox, redis_server) -> None:
             wait_until(lambda: bridge.active, 20)
             said = [str(e) for e in errors.snapshot()]
             assert any("reconnected to Redis" in s and "lost" in s for s in said), said
+            assert any("Redis lost the stream(s)" in s for s in said), said
             assert book.wait_synced(30)
             sandbox.pause_market()
             wait_until(lambda: truth_matches(sandbox, book), 20)
@@ -246,3 +247,25 @@ def test_consumer_books_follow_every_depth_style(style: str, redis_server) -> No
             wait_until(lambda: truth_matches(sb, book), 20)
             assert book.stats()["gaps"] == 0
             assert book.verified == bridge.manager.order_book("BTCUSDT").verified
+
+
+def test_a_full_bridge_queue_drops_counts_and_reports(sandbox, redis_server) -> None:
+    sandbox.pause_market()
+    errors = Recorder()
+    bridge = Bridge([TRADE], redis_server.url, url=sandbox.ws_url, queue_size=20, on_error=errors)
+    with bridge:
+        wait_until(lambda: ready(bridge), 20)
+        redis_server.stop()  # the writer cannot write: the queue fills
+        wait_until(lambda: bridge.stats()["bus"]["redis_errors"] > 0, 20)
+        sandbox.burst("BTCUSDT", 200)
+        wait_until(lambda: bridge.stats()["bus"]["dropped"] >= 150, 20)
+        redis_server.start()
+        wait_until(lambda: bridge.stats()["bus"]["reconnects"] >= 1, 30)
+        wait_until(lambda: any("queue full" in str(e) for e in errors.snapshot()), 20)
+
+        def drop_gaps() -> list:
+            return [e for e in entries(redis_server, TRADE) if "queue full" in e.reason]
+
+        wait_until(drop_gaps, 20)
+        assert sum(e.lost for e in drop_gaps()) == bridge.stats()["bus"]["dropped"]
+        assert all(e.kind == "gap" for e in drop_gaps())

@@ -105,9 +105,11 @@ class Writer:
         self._dropped: Dict[str, List[int]] = {}  # topic -> [first rx, last rx, count]
         self._pending_gaps: Dict[str, List[Any]] = {}  # topic -> [start, end, lost, reason]
         self._down_since: Optional[float] = None
+        self._lost_before = 0
+        self._last_ok = time.monotonic()
         self._failures = 0
-        self._last_report = 0.0
-        self._suppressed = 0
+        self._last_report: Dict[str, float] = {}
+        self._suppressed: Dict[str, int] = {}
         # counters
         self.published = 0
         self.dropped = 0
@@ -266,8 +268,11 @@ class Writer:
         lapsed = self._lapsed  # we were active, then not: entries may be missing
         self._lapsed = False
         entries: List[Tuple[str, Dict[str, Any]]] = []
+        missing: List[str] = []
         for topic in self._topics:
             last_rx, last_session, last_tid = self._stream_tail(client, topic)
+            if last_rx is None and topic in self._last_rx:
+                missing.append(topic)
             if last_session == self.session and not lapsed and not self._pending_gaps.get(topic):
                 start = None  # our own stream, nothing lost: just go on
             elif last_rx is not None:
@@ -292,6 +297,14 @@ class Writer:
             self.backfilled += len(backfill)
             if topic in self._books:
                 entries.append(self._snapshot_entry(topic))
+        if missing:
+            self._report(
+                SixMMError(
+                    f"Redis lost the stream(s) of {', '.join(missing)} (restart or flush): "
+                    "what was in them is gone; gap entries and snapshots published"
+                ),
+                force=True,
+            )
         self._buffer = {t: deque(maxlen=b.maxlen) for t, b in self._buffer.items()}
         fenced = self.fenced
         self._send(client, script, entries)  # gap, backfill, snapshots: before any new entry
@@ -348,6 +361,14 @@ class Writer:
                 dropped, self._dropped = self._dropped, {}
             for topic, (first, last, count) in dropped.items():
                 self._add_gap(topic, first, last, count, "bridge queue full: entries dropped")
+            total = sum(d[2] for d in dropped.values())
+            self._report(
+                SixMMError(
+                    f"bus bridge queue full: {total} entr{'y' if total == 1 else 'ies'} dropped "
+                    f"on {', '.join(sorted(dropped))}; gap entries and snapshots published"
+                ),
+                key="drops",
+            )
         if self._pending_gaps:
             for topic in list(self._pending_gaps):
                 entries.extend(self._gap_entries(topic))
@@ -517,37 +538,39 @@ class Writer:
         self._failures += 1
         if self._down_since is None:
             self._down_since = time.monotonic()
+            self._lost_before = self.lost + self.dropped
         text = redact.scrub(str(exc))
         logger.warning("bus writer: Redis trouble at %s: %s", self._display, text)
         self._report(ConnectionLost(f"Redis at {self._display}: {text}"))
 
     def _recovered(self) -> None:
         if self._down_since is None:
+            self._last_ok = time.monotonic()
             return
-        down = time.monotonic() - self._down_since
+        down = time.monotonic() - self._last_ok  # since the last iteration that worked
         self._down_since = None
+        self._last_ok = time.monotonic()
         self._failures = 0
         self.reconnects += 1
-        with self._lock:
-            dropped = sum(d[2] for d in self._dropped.values())
-        lost = sum(g[2] for g in self._pending_gaps.values()) + dropped
+        lost = self.lost + self.dropped - self._lost_before
         message = (
             f"reconnected to Redis at {self._display} after {down:.1f} s: "
-            f"{lost} entr{'y' if lost == 1 else 'ies'} lost so far "
+            f"{lost} entr{'y' if lost == 1 else 'ies'} lost in the outage "
             f"(dropped {self.dropped}, failed writes {self.lost} in total); "
             "gap entries and fresh snapshots published"
         )
         logger.warning("bus writer: %s", message)
         self._report(SixMMError(message), force=True)
 
-    def _report(self, error: BaseException, force: bool = False) -> None:
-        """Report to on_error at most once per few seconds (the rest are counted)."""
+    def _report(self, error: BaseException, force: bool = False, key: str = "redis") -> None:
+        """Report to on_error at most once per few seconds per kind (the rest are counted)."""
         now = time.monotonic()
-        if not force and now - self._last_report < _REPORT_EVERY:
-            self._suppressed += 1
+        last = self._last_report.get(key, -_REPORT_EVERY)
+        if not force and now - last < _REPORT_EVERY:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return
-        self._last_report = now
-        if self._suppressed:
-            error = type(error)(f"{error} (+{self._suppressed} similar not reported)")
-            self._suppressed = 0
+        self._last_report[key] = now
+        skipped = self._suppressed.pop(key, 0)
+        if skipped:
+            error = type(error)(f"{error} (+{skipped} similar not reported)")
         self._report_error(error)
