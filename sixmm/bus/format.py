@@ -29,6 +29,11 @@ field      meaning
 ``start``/``end`` ``gap``: the window (Unix ms); ``reason``: why; ``lost``: entries lost
 ========== ==================================================================================
 
+Other keys: ``{prefix}:snap:{topic}`` holds the entry id of a book stream's latest
+``snapshot`` (a late consumer starts there); ``{prefix}:lease:{group}`` holds the session id
+of the bridge that publishes for ``group`` (``SET NX PX``, renewed; every write is fenced by
+it). A bridge writes a ``heartbeat`` on a stream that had no entry for a second.
+
 Prices and quantities are JSON strings as the exchange sent them, never floats. A consumer
 checks continuity by ``(session, seq)``; a book is rebuilt from a ``snapshot`` plus the
 ``update`` entries after it with the exchange's own version rules (PROTOCOL.md §4.1).
