@@ -188,6 +188,7 @@ def test_memory_stays_flat_with_maxlen(sandbox, redis_server) -> None:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(400)
 def test_memory_stays_flat_with_maxlen_soak(sandbox, redis_server) -> None:
     run_memory_check(sandbox, redis_server, seconds=120.0)
 
