@@ -24,7 +24,8 @@ def display_url(url: str) -> str:
     """``url`` without its password (safe to log); the password is remembered as a secret."""
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"not a Redis URL (redis://HOST:PORT/DB): {url!r}")
+        scheme = parts.scheme or "no scheme"
+        raise ValueError(f"not a Redis URL (redis://HOST:PORT/DB): {scheme}://...")
     if parts.password:
         redact.remember(parts.password)
         host = parts.hostname or ""
