@@ -191,3 +191,15 @@ def test_cursor_against_a_naive_model(seqs: list) -> None:
         else:
             assert v is Verdict.HOLE and c.lost == s - last - 1
         last = s
+
+
+def test_redis_passwords_never_show() -> None:
+    from sixmm.bus.redisio import display_url
+    from sixmm.protocol import redact
+
+    shown = display_url("redis://user:s3cret-pw@127.0.0.1:6379/0")
+    assert "s3cret-pw" not in shown and "127.0.0.1:6379" in shown
+    assert "s3cret-pw" not in redact.scrub("connect failed for s3cret-pw")
+    with pytest.raises(ValueError) as info:
+        display_url("http://user:s3cret-pw@host/")
+    assert "s3cret-pw" not in str(info.value)
