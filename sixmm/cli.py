@@ -17,6 +17,7 @@ from collections import deque
 from decimal import Decimal
 from typing import Any, Deque, Iterator, List, Optional, Sequence, TextIO
 
+from .bus import cli as bus_cli
 from .cli_record import COMMANDS as RECORD_COMMANDS
 from .cli_record import add_parsers as add_record_parsers
 from .config import DEFAULT_WS_URL
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sandbox.add_argument("args", nargs=argparse.REMAINDER)
     add_record_parsers(sub)  # record, replay, doctor
+    bus_cli.register(sub)
     return parser
 
 
@@ -301,6 +303,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "book": _cmd_book,
         "sandbox": _cmd_sandbox,
         **RECORD_COMMANDS,
+        "bridge": bus_cli.run,
     }
     try:
         return commands[args.command](args)

@@ -186,6 +186,20 @@ class StreamManager:
 
         return ReplayManager(path, speed=speed, **kwargs)
 
+    @classmethod
+    def from_redis(cls, redis_url: str, **kwargs: Any) -> StreamManager:
+        """A manager fed by bridges through Redis Streams instead of the exchange (issue 14).
+
+        The same registration methods for public topics, models and notifications; books
+        rebuilt from published snapshots and increments with the same version checks;
+        ``on_gap`` when entries were trimmed away or no bridge was publishing. Bus options
+        (``prefix``, ``block``, ``idle_after``, ``count``) and the usual keyword arguments
+        (``dispatcher``, ``on_state``, ``on_error``, ``on_gap``...). Needs ``sixmm[bus]``.
+        """
+        from .bus.consumer import RedisStreamManager
+
+        return RedisStreamManager(redis_url, **kwargs)
+
     # -- context manager and life cycle -------------------------------------------------
 
     def __enter__(self) -> StreamManager:

@@ -19,6 +19,10 @@ The manager drives it through three underscore methods (not for users):
 - ``_bad_payload(reason) -> bool`` when a depth payload of the symbol fails to parse: the book
   is unsynced and disarmed; True means "resubscribe" (it was synced or awaiting its snapshot).
 
+Two hooks for the Redis bus bridge (:mod:`sixmm.bus.bridge`): ``_observer``, if set, is called
+under the lock after every fed message and every invalidation (see :data:`Observer`), and
+``_locked(fn)`` runs ``fn(state)`` under the lock (one consistent snapshot).
+
 GAP and CROSSED are logged here at INFO with the versions involved (the manager logs the
 resync itself).
 """
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from sixmm.protocol.book import BookState, Outcome, PriceQty
 from sixmm.protocol.depth import DepthMsg
@@ -35,6 +39,11 @@ from sixmm.protocol.depth import DepthMsg
 __all__ = ["OrderBook"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: ``observer(msg, outcome, state)``, called under the book's lock after each fed message and
+#: with ``(None, None, state)`` after each invalidation (the bus bridge's hook; must not block).
+Observer = Callable[[Optional[DepthMsg], Optional[Outcome], BookState], None]
 
 _SNAPSHOT = Outcome.SNAPSHOT  # enum member lookups are slow (~75 ns); _feed runs per frame
 _GAP = Outcome.GAP
@@ -59,6 +68,7 @@ class OrderBook:
         self._lock = threading.Lock()
         self._synced_cond = threading.Condition(self._lock)
         self._resyncs = 0
+        self._observer: Optional[Observer] = None
         # For parse_depth(known=...): the price strings in the book (validated when they came
         # in). Read by the reader thread that also feeds the book; a dict lookup is atomic.
         self._known = self._state.known_prices()
@@ -171,6 +181,8 @@ class OrderBook:
             outcome = state.apply(msg)
             if outcome is _SNAPSHOT:
                 self._synced_cond.notify_all()
+            if self._observer is not None:
+                self._observer(msg, outcome, state)
         if outcome is _GAP:
             logger.info(
                 "order book %s: version gap (book at %s, update start=%s prev=%s end=%s)",
@@ -198,6 +210,7 @@ class OrderBook:
         with self._lock:
             was_synced = self._state.synced
             self._state.invalidate()
+            self._observed()
         if was_synced:
             logger.info("order book %s: not synced (%s)", self._symbol, reason)
 
@@ -213,6 +226,7 @@ class OrderBook:
             state = self._state
             must_resync = state.synced or state.expecting_snapshot
             state.invalidate()
+            self._observed()
         logger.info("order book %s: bad depth payload (%s)", self._symbol, reason)
         return must_resync
 
@@ -221,4 +235,15 @@ class OrderBook:
         with self._lock:
             self._state.invalidate()
             self._resyncs += 1
+            self._observed()
         logger.info("order book %s: resync (%s)", self._symbol, reason)
+
+    def _observed(self) -> None:
+        """Tell the observer the book was invalidated (lock held)."""
+        if self._observer is not None:
+            self._observer(None, None, self._state)
+
+    def _locked(self, fn: Callable[[BookState], T]) -> T:
+        """Run ``fn(state)`` under the book's lock (one consistent read; the bus bridge's)."""
+        with self._lock:
+            return fn(self._state)
