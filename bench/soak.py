@@ -318,6 +318,7 @@ class _Tracker:
         self.scanner: Optional[_Scanner] = None
         self.note: Optional[Callable[[str], None]] = None
         self.raw_seen: Set[int] = set()
+        self.refused_topics: Set[str] = set()  # SubscriptionErrors heard by on_error
 
     def problem(self, text: str) -> None:
         if self.note is not None:
@@ -343,6 +344,9 @@ class _Tracker:
             self.errors[name] += 1
             if isinstance(error, sixmm.ConnectionLost):  # numbers out: one line per kind
                 self.lost_reasons[re.sub(r"\d+(\.\d+)?", "N", str(error))[:100]] += 1
+        if isinstance(error, SubscriptionError):
+            with self.lock:
+                self.refused_topics.add(str(error.topic))
         if isinstance(error, (sixmm.CallbackError, sixmm.AuthError)):
             self.problem(f"unexpected error reported: {name}: {error}")
 
@@ -437,7 +441,7 @@ class _Soak:
         self.scanner = _Scanner([])
         self.tracker.scanner = self.scanner
         self.tracker.note = self._note
-        self.refused_seen = 0
+        self.refused_seen: List[str] = []
         self.silent_until = 0.0
         self.tail: Optional[_LogTail] = None
         self.sb: Optional[Sandbox] = None
@@ -857,7 +861,7 @@ class _Soak:
                 else:
                     self.tracker.problem(f"refused subscribe of {check.symbol} was accepted")
             elif verdict == "refused":
-                self.refused_seen += 1
+                self.refused_seen.append(check.symbol)
             elif verdict.startswith("bad"):
                 self.tracker.problem(f"{check.kind} on {check.symbol}: {verdict[4:].strip()}")
 
@@ -1147,9 +1151,9 @@ class _Soak:
                         f"book {symbol}: {book[field_name]} {field_name} seen but only "
                         f"{self.injected[(kind, symbol)]} injected"
                     )
-        refused = self.refused_seen
-        if tr.errors.get("SubscriptionError", 0) < refused:
-            tr.problem(f"{refused} refused subscribes but fewer SubscriptionErrors reported")
+        unheard = [t for t in self.refused_seen if t not in tr.refused_topics]
+        if unheard:
+            tr.problem(f"refused subscribes never reported to on_error: {unheard}")
 
 
 def _authenticated(streams: StreamManager) -> bool:

@@ -1,9 +1,10 @@
 """Soak runs: a StreamManager under a seeded fault schedule, checked against the sandbox.
 
 The short one (~30 s of faults, denser than the default schedule so that every kind,
-issue 11's included, is injected at least once) runs in the default test run; the long one is marked ``soak``
-(``python -m pytest -m soak``; length from ``SIXMM_SOAK_SECONDS``, default 90). The runner is
-``bench/soak.py`` (``python bench/soak.py --minutes 10`` for a longer run by hand).
+issue 11's included, is injected at least once) runs in the default test run; the long one
+is marked ``soak`` (``python -m pytest -m soak``; length from ``SIXMM_SOAK_SECONDS``, default
+90). The runner is ``bench/soak.py`` (``python bench/soak.py --minutes 10`` for a longer run
+by hand).
 """
 
 from __future__ import annotations
