@@ -4,25 +4,51 @@ Run: ``python bench/soak.py [--minutes 10 | --seconds 90] [--seed 1] [--no-memor
 Prints a markdown summary table and exits non-zero if any check failed. The short CI soak
 (``tests/test_soak.py``) imports :func:`run_soak` from here.
 
-What runs: trades of 3 symbols, a kline, a ticker, all tickers, 3 live order books and the
-private user stream (listenKey renewed every second, events replayed on every reconnect),
-with fast heartbeat/staleness/backoff. Every ``fault_every`` seconds one fault is injected:
-each kind once first (in a seeded shuffle), then seeded weighted draws. The kinds: socket
-drops, silent periods longer than ``stale_after``, depth version gaps, crossed books,
-malformed frames, refused subscribes (a fresh probe topic), listenKey expiry, failing
-listenKey REST calls, and trade bursts.
+What runs: trades of 3 symbols, a kline, a ticker, all tickers, 3 live order books, a raw
+``market.funding`` topic (a channel sixmm has no model for) and the private user stream
+(listenKey renewed every second, events replayed on every reconnect), with fast
+heartbeat/staleness/backoff, a 2 s ``connect_timeout`` and depth/ticker/tickers silence bounds
+of 2.5 s (``Liveness``). Every ``fault_every`` seconds one fault is injected: each kind once
+first (in a seeded shuffle), then seeded weighted draws. The kinds: socket drops, silent
+periods longer than ``stale_after``, depth version gaps, crossed books, malformed frames,
+refused subscribes (a fresh probe topic), listenKey expiry, failing listenKey REST calls,
+trade bursts; and (issue 11) sockets stalled mid-frame, a trickled 101 handshake, a
+redirecting upgrade, listenKeys dead on arrival (a few seconds), refusals that echo the
+credential, 429/503 + ``Retry-After`` on a WS upgrade or a listenKey REST call, a stalled
+listenKey renewal, a silent topic (healed by the client's resubscribe, or silent whatever the
+client does until ``unsilence_topic``), an unparseable depth update (NaN, truncated,
+headless), a push on the raw topic, and a short-lived second manager stopped while a fault
+is active (a trickled handshake, a stalled listenKey ``DELETE``, a half-frame stall).
 
-What is checked at the end (each failure is listed in ``SoakResult.problems``):
+What is checked (each failure is listed in ``SoakResult.problems``):
 
 - every desired topic is subscribed on the sandbox, nothing else;
 - with the market paused, every book reaches the truth's version and equals it level by level;
 - trades: ids strictly increasing per symbol (no duplicate, no reordering), and consecutive
-  within one connection session (a jump is a loss unless a reconnect separates it);
+  within one connection session (a jump is a loss unless a reconnect separates it; the last
+  silence runs its course before the settle, so that none is cut shorter than ``stale_after``);
 - user events: no ``dedupe_key`` delivered twice (the sandbox replays 5 on every reconnect);
-- every injected gap/crossing was seen by its book or made moot by a resync; every book's
-  ``resyncs >= gaps + crossed``; ``reconnects + failed attempts >= sockets dropped``;
-- refused subscribes raised ``SubscriptionError`` and left the desired set;
+  raw-topic pushes: each delivered once;
+- every injected gap/crossing/corrupt update was seen by its book or made moot by a resync;
+  every book's ``resyncs >= gaps + crossed``; ``reconnects + failed attempts >= sockets
+  dropped``;
+- each issue-11 fault had its effect in time: stalled sockets replaced, the trickled/redirected
+  attempt failed (and no upgrade ever reached the redirect's target), the upgrade after a
+  ``Retry-After`` waited at least that long, dead keys counted (``dead_on_arrival``) with
+  listenKey creations and connects within the rate limiter's policy over the window, renewals
+  going on after a stalled one, silent topics resubscribed (``topic_silences``), the raw push
+  delivered;
+- refused subscribes raised ``SubscriptionError``, reached ``on_error`` (by topic) and left the
+  desired set (a probe whose refusal went out on a socket lost before it was read, then
+  accepted on the next one, is counted as moot: the sandbox's refusal is one-shot);
 - the private stream is authenticated with a key the sandbox holds;
+- no credential in anything captured: every log record of ``sixmm`` and ``urllib3`` at DEBUG,
+  every ``on_state`` reason, every ``on_error`` text/repr/traceback (the second managers'
+  too), and ``stats()`` as JSON (at each fault and at the end) are searched for the api key
+  and secret, the tokens used and every listenKey the sandbox ever issued;
+- every ``stop(timeout)`` (each short-lived manager's, and the final one, with its listenKey
+  ``DELETE`` stalled past the timeout) returns within ``timeout + stop_slack``, and a
+  short-lived manager leaves no ``sixmm`` thread behind;
 - no callback error, no ``AuthError``, no state ``LOST``;
 - after ``stop()``: thread count back to the baseline, and (``memory=True``) the memory
   traced to ``sixmm`` (sandbox excluded) back under ``memory_budget`` bytes.
