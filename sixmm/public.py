@@ -362,7 +362,10 @@ class PublicSession(Session):
                 route.error = SubscriptionError(topic, reason)
                 route.ready.set()
                 self._on_failed(route)
-                self._report(route.error)
+                # never paced away: a refusal drops the topic from the desired set, and
+                # there are at most as many as subscribes (a flood of malformed frames in
+                # the same second must not hide it)
+                self._report_error(route.error)
 
     def _on_malformed(self, event: Malformed, payload: bytes) -> None:
         """Count and report a frame we could not read; if it failed to parse, or names one

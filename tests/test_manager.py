@@ -218,6 +218,20 @@ def test_failed_subscribe_raises_and_is_not_retried(sandbox: Sandbox) -> None:
         assert not [o for o in sandbox.ops if o["op"] == "unsubscribe"]
 
 
+def test_refused_subscribe_reaches_on_error_past_the_report_pacing(sandbox: Sandbox) -> None:
+    """Malformed frames fill the per-second report budget; the refusal is still reported."""
+    errors = Recorder()
+    with StreamManager(sandbox.ws_url, on_error=errors, **FAST) as streams:
+        assert streams.trades("BTCUSDT", lambda t: None).wait_ready(5)
+        sandbox.reject_next_subscribe("market.trade.ETHUSDT", message="not allowed")
+        sandbox.send_malformed(count=8)
+        wait_until(lambda: sum(isinstance(e, ProtocolError) for e in errors.snapshot()) >= 5)
+        bad = streams.trades("ETHUSDT", lambda t: None)
+        with pytest.raises(SubscriptionError):
+            bad.wait_ready(5)
+        wait_until(lambda: any(isinstance(e, SubscriptionError) for e in errors.snapshot()))
+
+
 def test_unknown_symbol_is_refused_by_server(sandbox: Sandbox) -> None:
     with StreamManager(sandbox.ws_url, **FAST) as streams:
         sub = streams.trades("NOPEUSDT", lambda t: None)

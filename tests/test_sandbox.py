@@ -137,6 +137,19 @@ def test_reject_next_subscribe(quiet: Sandbox, client: RawWS) -> None:
     assert client.recv()["success"] is False
 
 
+def test_reject_next_subscribe_of_two_topics_in_one_batch(quiet: Sandbox, client: RawWS) -> None:
+    quiet.reject_next_subscribe("market.trade.ETHUSDT", "nope")
+    quiet.reject_next_subscribe("market.trade.SOLUSDT", "nope too")
+    client.op("subscribe", "r1", "market.trade.ETHUSDT", "market.trade.SOLUSDT")
+    failed = [client.recv(), client.recv()]
+    assert sorted((f["success"], f["data"][0], f["message"]) for f in failed) == [
+        (False, "market.trade.ETHUSDT", "nope"),
+        (False, "market.trade.SOLUSDT", "nope too"),
+    ]
+    client.op("subscribe", "r2", "market.trade.ETHUSDT", "market.trade.SOLUSDT")  # one-shot
+    assert client.recv()["success"] is True
+
+
 # --------------------------------------------------------------------------- depth
 
 

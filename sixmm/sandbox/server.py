@@ -529,13 +529,17 @@ class Server:
             else:
                 bad.append((topic, reason))
         if op == "subscribe" and self.reject_subs and good:
-            for i, (target, message) in enumerate(self.reject_subs):
+            # every pending rejection that names a topic of this op applies (each once): a
+            # batch that resubscribes two refused topics refuses both
+            pending: List[Tuple[Optional[str], str]] = []
+            for target, message in self.reject_subs:
                 hit = good if target is None else [t for t in good if t == target]
                 if hit:
-                    del self.reject_subs[i]
                     bad.extend((t, message) for t in hit)
                     good = [t for t in good if t not in hit]
-                    break
+                else:
+                    pending.append((target, message))
+            self.reject_subs[:] = pending
         if good or not bad:
             conn.send(ack_frame(rid, op, True, good, style=style))
         for topic, reason in bad:
