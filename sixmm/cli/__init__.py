@@ -68,5 +68,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a SixMMError or a bug: one line, not a traceback
+        logging.getLogger("sixmm.cli").debug("%s failed", args.command, exc_info=True)
         print(f"sixmm: {one_line(exc)}", file=sys.stderr)
         return 1
