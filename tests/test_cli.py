@@ -128,6 +128,35 @@ def test_book_seconds_is_a_bound_even_when_the_book_never_syncs() -> None:
     assert took < 2 + 8, f"--seconds 2 took {took:.1f} s"  # startup and stop, not a sync wait
 
 
+def _frames(text: str) -> List[List[str]]:
+    return [block.splitlines() for block in text.split("\n\n") if block.strip()]
+
+
+def test_book_status_line_keeps_a_problem_visible(tmp_path: Path) -> None:
+    out = tmp_path / "book.out"
+    with Sandbox(port=0) as sb, open(out, "w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sixmm", "book", "BTCUSDT", "--url", sb.ws_url],
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(ROOT),
+        )
+        try:
+            wait_until(lambda: "  synced" in out.read_text(), timeout=30)
+            sb.send_malformed()  # the client counts it, tells on_error, and goes on
+            wait_until(lambda: out.read_text().count("status: ProtocolError") >= 3, timeout=30)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    statuses = [frame[-1] for frame in _frames(out.read_text())]
+    first = next(i for i, s in enumerate(statuses) if s.startswith("status: ProtocolError"))
+    # the problem stays on the status line frame after frame (piped: one frame a second)
+    assert all(s.startswith("status: ProtocolError") for s in statuses[first : first + 3])
+    assert err == ""
+
+
 def test_sandbox_help_shows_defaults_and_symbols() -> None:
     proc = run(["sandbox", "--help"])
     assert proc.returncode == 0

@@ -54,7 +54,7 @@ def one_line(error: Any) -> str:
         text = str(error) or type(error).__name__
         if isinstance(error, SubscriptionError):
             text = f"subscription to {error.topic!r} refused: {error.reason}"
-        elif not isinstance(error, (ValueError, CliError)):
+        elif type(error) not in (ValueError, CliError):  # sixmm's own errors keep their name
             text = f"{type(error).__name__}: {text}"
     else:
         text = str(error)
