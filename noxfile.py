@@ -35,6 +35,7 @@ nox.options.reuse_existing_virtualenvs = False
 def tests(session: nox.Session) -> None:
     """The suite on this interpreter, with the C extensions built for it and required."""
     extras = "test,test-qt" if session.python == SOAK_PYTHON else "test"
+    session.install("setuptools>=64")  # for build_ext below (3.12+ venvs come without it)
     session.install("-e", f".[{extras}]")
     env = {"PYTHONDONTWRITEBYTECODE": "1"}
     if shutil.which("cc") is not None and os.environ.get("SIXMM_NO_EXTENSIONS") != "1":
