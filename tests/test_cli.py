@@ -445,3 +445,24 @@ def test_book_fills_the_terminal(tmux_shell: type) -> None:
     rows = [line for line in screen if " | " in line and "bid size" not in line]
     assert len(rows) == 24 - 5, screen  # every row but title, state, headers and status
     assert screen[-1].startswith("status: ") or screen[23].startswith("status: ")
+
+
+def test_book_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    # like Ctrl-C: the view ends normally (on a terminal: the screen is restored)
+    out = tmp_path / "book.out"
+    with open(out, "w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sixmm", "book", "BTCUSDT", "--sandbox"],
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(ROOT),
+        )
+        try:
+            wait_until(lambda: "sixmm book BTCUSDT" in out.read_text(), timeout=30)
+            proc.terminate()
+            _out, err = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err

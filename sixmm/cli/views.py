@@ -5,12 +5,14 @@ problem on a status line."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 import threading
 import time
 from collections import deque
 from decimal import Decimal
-from typing import Any, Callable, Deque, List, Optional, Sequence
+from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence
 
 from ..manager import StreamManager
 from ..orderbook import OrderBook
@@ -93,8 +95,9 @@ def _view(
     deadline: Optional[float],
 ) -> None:
     """Draw ``render(screen)`` (4 frames a second on a terminal, 1 when piped) until the
-    deadline, Ctrl-C, or a verdict (:class:`CliError`, raised after the screen is restored)."""
-    with Screen(sys.stdout) as screen:
+    deadline, Ctrl-C / SIGTERM, or a verdict (:class:`CliError`, raised after the screen is
+    restored)."""
+    with _term_as_interrupt(), Screen(sys.stdout) as screen:
         period = 0.25 if screen.tty else 1.0
         next_draw = [0.0]
 
@@ -108,6 +111,24 @@ def _view(
         run_until(streams, watch, seconds, threading.Event(), tick=draw)
         if not screen.tty:
             screen.show(render(screen))  # the last state, for a reader of the pipe
+
+
+@contextlib.contextmanager
+def _term_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a view like Ctrl-C does, so the terminal is restored either way."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_book(args: argparse.Namespace) -> int:
