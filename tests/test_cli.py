@@ -466,3 +466,29 @@ def test_book_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_stream_warns_once_a_second_and_goes_on(tmp_path: Path) -> None:
+    with Sandbox(port=0) as sb:
+        out = tmp_path / "stream.out"
+        with open(out, "w") as sink:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "sixmm", "stream", "--url", sb.ws_url, "market.tickers"],
+                stdout=sink,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=str(ROOT),
+            )
+            try:
+                wait_until(lambda: out.read_text().count("\n") >= 1, timeout=30)
+                sb.send_malformed()  # a burst of five garbage frames
+                lines = out.read_text().count("\n")
+                wait_until(lambda: out.read_text().count("\n") >= lines + 2, timeout=30)
+                proc.send_signal(signal.SIGINT)
+                _out, err = proc.communicate(timeout=20)
+            finally:
+                proc.kill()
+    assert proc.returncode == 0, err
+    warnings = err.splitlines()
+    assert len(warnings) == 1, err  # five errors in a burst: one line, not five
+    assert warnings[0].startswith("sixmm: warning: ProtocolError: malformed frame"), err

@@ -21,6 +21,7 @@ from ..states import StateEvent, StreamState
 __all__ = [
     "CliError",
     "OneLineParser",
+    "PacedWarnings",
     "Watch",
     "add_command",
     "add_source_args",
@@ -203,10 +204,6 @@ class Watch:
         with self._lock:
             self._asked.update(topics)
 
-    def restart_clock(self) -> None:
-        with self._lock:
-            self._since = self._clock()
-
     def on_state(self, event: StateEvent) -> None:
         with self._lock:
             self._states[event.connection] = event
@@ -242,12 +239,6 @@ class Watch:
                 if event.state is StreamState.LOST and event.reason != "stopped":
                     return f"{event.connection}: {one_line(event.reason)}"
             return None
-
-    @property
-    def connected(self) -> bool:
-        """Every connection seen so far has been CONNECTED at least once."""
-        with self._lock:
-            return bool(self._states) and set(self._states) <= self._connected
 
     def verdict(self) -> Optional[str]:
         """Why the command must give up now, or None."""
@@ -285,6 +276,26 @@ class Watch:
             return f"state: {', '.join(parts)}"
 
 
-def warn(text: str) -> None:
-    """One ``sixmm: warning: ...`` line on stderr (the command goes on)."""
-    print(f"sixmm: warning: {text}", file=sys.stderr, flush=True)
+class PacedWarnings:
+    """``sixmm: warning: ...`` lines on stderr (the command goes on), at most one per
+    ``every`` seconds; the next line says how many were left out.
+
+    Thread-safety: callable from any thread.
+    """
+
+    def __init__(self, every: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: Optional[float] = None
+        self._skipped = 0
+
+    def __call__(self, text: str) -> None:
+        with self._lock:
+            now = self._clock()
+            if self._last is not None and now - self._last < self._every:
+                self._skipped += 1
+                return
+            self._last, skipped, self._skipped = now, self._skipped, 0
+        more = f" ({skipped} more since the last warning)" if skipped else ""
+        print(f"sixmm: warning: {text}{more}", file=sys.stderr, flush=True)

@@ -13,6 +13,7 @@ from typing import Any, Callable, List, Optional, TextIO
 from ..manager import StreamManager
 from .common import (
     CliError,
+    PacedWarnings,
     Watch,
     add_command,
     add_source_args,
@@ -20,7 +21,6 @@ from .common import (
     normalize_topic,
     one_line,
     source,
-    warn,
 )
 
 __all__ = ["register", "run_until"]
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         return callback
 
     with source(args) as url:
-        watch = Watch(url, args.connect_within, on_problem=warn)
+        watch = Watch(url, args.connect_within, on_problem=PacedWarnings())
         try:
             streams = StreamManager(
                 url, on_error=watch.on_error, on_state=watch.on_state, **manager_kwargs(args)
