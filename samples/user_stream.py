@@ -5,6 +5,8 @@ Run it:
     python samples/user_stream.py                  # against a local sandbox exchange
     SIXMM_API_KEY=... SIXMM_API_SECRET=... python samples/user_stream.py \\
         --url wss://6mm.com/ws --rest-url https://api.6mm.com
+    python samples/user_stream.py --url ws://127.0.0.1:8765/ws   # a sandbox you started:
+        # its REST URL is derived (http://127.0.0.1:8765); any other --url needs --rest-url
     python samples/user_stream.py --seconds 10     # stop by itself after 10 s (else Ctrl-C)
 
 sixmm creates the listenKey over REST, renews it every 30 minutes, replaces it if the
@@ -18,6 +20,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+from typing import Optional
+from urllib.parse import urlsplit
 
 import sixmm
 
@@ -49,13 +53,33 @@ def on_error(error: BaseException) -> None:
     print(f"[error] {error}", flush=True)  # e.g. AuthError: the credentials were rejected
 
 
+def rest_url_for(ws_url: str) -> Optional[str]:
+    """The REST URL that goes with ``ws_url``: the real exchange's for its default URL, the
+    same host and port for a loopback sandbox (``ws://127.0.0.1:8765/ws`` ->
+    ``http://127.0.0.1:8765``); None when it cannot be told."""
+    if ws_url == sixmm.DEFAULT_WS_URL:
+        return sixmm.DEFAULT_REST_URL
+    parts = urlsplit(ws_url)
+    if parts.hostname in ("127.0.0.1", "localhost", "::1") and parts.scheme in ("ws", "wss"):
+        return f"{'https' if parts.scheme == 'wss' else 'http'}://{parts.netloc}"
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Print the private user stream.")
     parser.add_argument("--url", help="WebSocket URL (default: start a local sandbox exchange)")
-    parser.add_argument("--rest-url", default=sixmm.DEFAULT_REST_URL, help="REST base URL")
+    parser.add_argument(
+        "--rest-url",
+        help="REST base URL (default: derived from --url for the real exchange and a loopback"
+        " sandbox; required with any other --url)",
+    )
     parser.add_argument("--seconds", type=float, help="stop after N seconds (default: Ctrl-C)")
     args = parser.parse_args()
 
+    if args.url is not None and args.rest_url is None:
+        args.rest_url = rest_url_for(args.url)
+        if args.rest_url is None:
+            parser.error(f"--url {args.url} needs --rest-url too (the REST API of that exchange)")
     key, secret = os.environ.get("SIXMM_API_KEY"), os.environ.get("SIXMM_API_SECRET")
     if args.url is not None and not (key and secret):
         parser.error("set SIXMM_API_KEY and SIXMM_API_SECRET to use a live --url")

@@ -9,7 +9,9 @@ from typing import Any, List
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-QtCore = pytest.importorskip("PySide6.QtCore")
+QtCore = pytest.importorskip(
+    "PySide6.QtCore", reason="the Qt test needs the test-qt extra: pip install -e '.[test-qt]'"
+)
 
 import sixmm  # noqa: E402
 from sixmm.sandbox import Sandbox  # noqa: E402

@@ -291,9 +291,31 @@ def test_user_stream_against_a_url_uses_env_credentials_and_closes_the_listen_ke
 
 
 def test_user_stream_refuses_a_live_url_without_credentials() -> None:
-    done = run_sample("user_stream.py", "--url", "wss://6mm.invalid/ws", "--seconds", "1")
+    done = run_sample(
+        "user_stream.py", "--url", "wss://6mm.invalid/ws", "--rest-url", "https://6mm.invalid",
+        "--seconds", "1",
+    )  # fmt: skip
     assert done.returncode == 2
     assert "SIXMM_API_KEY" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_user_stream_refuses_a_url_without_its_rest_url() -> None:
+    # without --rest-url the listenKey would be asked of the real exchange's REST host
+    done = run_sample("user_stream.py", "--url", "wss://6mm.invalid/ws", "--seconds", "1")
+    assert done.returncode == 2
+    error = done.stderr.strip().splitlines()[-1]
+    assert "--rest-url" in error and "Traceback" not in done.stderr
+
+
+def test_user_stream_derives_a_loopback_sandbox_rest_url(tmp_path: Path) -> None:
+    with Sandbox(port=0) as exchange:
+        creds = {"SIXMM_API_KEY": exchange.api_key, "SIXMM_API_SECRET": exchange.api_secret}
+        done = run_sample("user_stream.py", "--url", exchange.ws_url, "--seconds", "2", env=creds)
+        assert_clean(done.returncode, done.stderr)
+        assert "[CONNECTED] authenticated" in done.stdout.splitlines(), done.stdout
+        # the listenKey came from this sandbox's REST API, and was closed there at the end
+        methods = [c["method"] for c in exchange.rest_calls]
+        assert "POST" in methods and "DELETE" in methods, methods
 
 
 # ----------------------------------------------------------------------- legacy main loop

@@ -51,12 +51,16 @@ control commands (one per line on stdin, with --control or a terminal):
   quit                    stop the sandbox"""
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the epilog's layout and shows every option's default."""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sixmm.sandbox",
         description="Run the local 6MM exchange sandbox (REST + WebSocket on one port).",
         epilog=COMMANDS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     p.add_argument("--port", type=int, default=8765, help="port to listen on (0 = any free)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind")
@@ -67,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--auth-failure", default="frame", choices=AUTH_FAILURES, help="refused private auth"
     )
-    p.add_argument("--symbols", default="BTCUSDT,ETHUSDT,SOLUSDT", help="comma-separated")
+    p.add_argument(
+        "--symbols", default="BTCUSDT,ETHUSDT,SOLUSDT", help="comma-separated symbols to simulate"
+    )
     p.add_argument("--tick-interval", type=float, default=0.02, help="market tick period (s)")
     p.add_argument("--ticker-interval", type=float, default=0.5, help="ticker period (s)")
     p.add_argument("--kline-interval", type=float, default=1.0, help="kline period (s)")

@@ -1,6 +1,6 @@
 """``python -m sixmm record | replay | doctor``: the command-line side of recordings.
 
-Registered by :mod:`sixmm.cli` with two lines (``add_parsers(sub)`` and ``COMMANDS``). The
+Registered by :mod:`sixmm.cli` (its ``COMMANDS`` list names this module). The
 command line may print; the library never does.
 """
 
@@ -14,11 +14,11 @@ import threading
 import time
 from typing import Any, Callable, Dict, TextIO
 
-from .config import DEFAULT_REST_URL, DEFAULT_WS_URL
-from .manager import StreamManager
-from .protocol.redact import scrub
+from ..config import DEFAULT_REST_URL, DEFAULT_WS_URL
+from ..manager import StreamManager
+from ..protocol.redact import scrub
 
-__all__ = ["COMMANDS", "add_parsers"]
+__all__ = ["COMMANDS", "add_parsers", "register"]
 
 
 def add_parsers(sub: Any) -> None:
@@ -50,7 +50,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def _env_rest(rest_url: str) -> Any:
-    from .rest.client import RestClient
+    from ..rest.client import RestClient
 
     key, secret, token = (
         os.environ.get(n) for n in ("SIXMM_API_KEY", "SIXMM_API_SECRET", "SIXMM_TOKEN")
@@ -125,7 +125,7 @@ def _printer(
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import RecordingError, recorded_topics
+    from ..replay import RecordingError, recorded_topics
 
     try:
         topics, has_user = recorded_topics(args.file)
@@ -151,7 +151,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import Doctor
+    from ..doctor import Doctor
 
     doctor = Doctor(
         args.url,
@@ -171,7 +171,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _rest_from_ws(url: str) -> str:
-    from .doctor import rest_url_for
+    from ..doctor import rest_url_for
 
     return rest_url_for(url)
 
@@ -181,3 +181,10 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "replay": _cmd_replay,
     "doctor": _cmd_doctor,
 }
+
+
+def register(sub: Any) -> None:
+    """Add ``record``, ``replay`` and ``doctor`` (the :mod:`sixmm.cli` registration hook)."""
+    add_parsers(sub)
+    for name, run in COMMANDS.items():
+        sub.choices[name].set_defaults(run=run)

@@ -1,0 +1,68 @@
+"""The test matrix: the suite on every CPython sixmm claims, C extensions built on each.
+
+    nox -s tests              # every version (each needs python3.X on PATH)
+    nox -s tests-3.9          # one
+    nox -s docs               # the Sphinx site, warnings as errors, examples doctested
+
+Why nox and not tox: the matrix needs steps that are code, not configuration (build the C
+extensions in place for each interpreter and check they are the ones in use, pass the soak
+only to one version, forward pytest arguments), and nox keeps that in one short Python file
+with the same ``session.install`` / ``session.run`` on every version. ``.ci/run`` runs the
+sessions concurrently (each one is mostly waiting on sockets; see the comments there): first
+``nox --install-only`` for all of them, one after another (the editable installs and in-place
+builds write to the checkout), then ``nox -R`` (reuse, no install) for each, in parallel.
+
+The classifiers in setup.cfg list exactly the versions in :data:`PYTHONS`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nox
+
+PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+SOAK_PYTHON = "3.11"  # the 30 s soak runs on one version only (it tests behaviour, not syntax)
+DOCS_PYTHON = "3.11"  # current Sphinx needs 3.11+
+
+nox.options.sessions = ["tests"]
+nox.options.error_on_missing_interpreters = True
+nox.options.reuse_existing_virtualenvs = False
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The suite on this interpreter, with the C extensions built for it and required."""
+    extras = "test,test-qt" if session.python == SOAK_PYTHON else "test"
+    session.install("setuptools>=64")  # for build_ext below (3.12+ venvs come without it)
+    session.install("-e", f".[{extras}]")
+    # pytest-timeout is a hang guard (60 s a test in setup.cfg); with five suites sharing two
+    # cores a CPU-heavy property test can pass 60 s without hanging, so CI scales the guard
+    # (the environment variable beats the ini file, and reaches the suites run in children).
+    env = {
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTEST_TIMEOUT": os.environ.get("PYTEST_TIMEOUT", "180"),
+    }
+    if shutil.which("cc") is not None and os.environ.get("SIXMM_NO_EXTENSIONS") != "1":
+        # in place: the tests import the checkout, and each version's .so has its own tag
+        session.run_install("python", "setup.py", "-q", "build_ext", "--inplace", silent=True)
+        env["SIXMM_REQUIRE_SPEEDUPS"] = "1"
+    args = list(session.posargs)
+    if session.python != SOAK_PYTHON:
+        # the 30 s soak and the tests marked `slow` (a second full run of the book suites on
+        # the other implementation) run on one version: they test behaviour, not the version
+        args += ["-m", "not soak and not slow"]
+        args += ["--deselect", "tests/test_soak.py::test_short_soak_survives_every_fault_kind"]
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *args, env=env)
+
+
+@nox.session(python=DOCS_PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the site (warnings are errors), then doctest its examples against the sandbox."""
+    session.install("-e", ".[docs,sandbox]")
+    out = os.path.join("docs", "_build")
+    session.run("sphinx-build", "-W", "--keep-going", "-q", "-b", "html", "docs", f"{out}/html")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-q", "-b", "doctest", "docs", f"{out}/doctest"
+    )
