@@ -14,7 +14,8 @@ What each connection gets is chosen by the URL's query string:
 =============  ========================================================================
 ``kind``       ``trade`` (default): ~200-byte ``market.trade.BTCUSDT`` pushes;
                ``depth``: a snapshot of ``levels`` per side (type snapshot), then updates
-               of 20 level changes (~600 bytes) with ``startVersion = previous end + 1``
+               of 20 level changes (~600 bytes) with ``startVersion = previous end + 1``;
+               ``book``: issue 16's whole-book depth workload (``bench/workload.py``)
 ``n``          messages to send after the subscription (then it idles until the close)
 ``levels``     depth snapshot levels per side (default 5000)
 ``rate``       0 (default): as fast as the socket takes them, pre-framed; > 0: paced at
@@ -52,6 +53,7 @@ TS = 1772007815000
 SYMBOL = "BTCUSDT"
 TRADE_TOPIC = f"market.trade.{SYMBOL}"
 DEPTH_TOPIC = f"market.depth.{SYMBOL}"
+BOOK_TOPIC = DEPTH_TOPIC  # the whole-book workload is a depth stream too
 _DEPTH_BLOCK = 2000  # distinct update bodies, cycled with fresh versions
 _TRADE_BLOCK = 1000
 
@@ -115,13 +117,31 @@ def _depth_stream(n: int, levels: int) -> bytes:
     return b"".join(parts)
 
 
+def _whole_book_stream(n: int, levels: int) -> bytes:
+    """Issue 16's whole-book workload (``bench/workload.py``): every update distinct."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from bench.workload import make_whole_book
+
+    snapshot, updates = make_whole_book(levels, n)
+    head = f'{{"topic":"{BOOK_TOPIC}","event":"data","ts":{TS},"data":'
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    parts = [frame((head + dumps(snapshot) + "}").encode())]
+    parts += [frame((head + dumps(u) + "}").encode()) for u in updates]
+    return b"".join(parts)
+
+
 def stream_bytes(kind: str, n: int, levels: int) -> bytes:
     """The pre-framed stream of a shape (cached)."""
     key = (kind, n, levels)
     with _cache_lock:
         data = _cache.get(key)
         if data is None:
-            data = _depth_stream(n, levels) if kind == "depth" else _trade_stream(n)
+            if kind == "depth":
+                data = _depth_stream(n, levels)
+            elif kind == "book":
+                data = _whole_book_stream(n, levels)
+            else:
+                data = _trade_stream(n)
             _cache[key] = data
         return data
 
