@@ -75,6 +75,29 @@ class Ticker:
         return False
 
 
+class GcWatch:
+    """The longest single cyclic-GC collection (gc.callbacks), and collections per generation."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.worst = 0.0
+        self.worst_cpu = 0.0  # the same pause in the collecting thread's CPU time
+        self.counts = [0, 0, 0]
+        self._t = self._c = 0.0
+        self._gc = gc
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: Dict[str, Any]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+            self._c = time.thread_time()
+        else:
+            self.worst = max(self.worst, time.perf_counter() - self._t)
+            self.worst_cpu = max(self.worst_cpu, time.thread_time() - self._c)
+            self.counts[info["generation"]] += 1
+
+
 class GilProbe:
     """A thread sleeping 1 ms in a loop; the longest gap between its wake-ups."""
 
@@ -112,6 +135,7 @@ def client_storm(port: int, n: int, levels: int, drop_at: float) -> Dict[str, An
     )
     errors: List[BaseException] = []
     ticker = Ticker()
+    gcw = GcWatch()
     out: Dict[str, Any] = {"bench": "storm", "symbols": n, "levels": levels}
     with GilProbe() as probe, sixmm.StreamManager(url, on_error=errors.append) as streams:
         books = [streams.order_book(s) for s in syms]
@@ -148,6 +172,9 @@ def client_storm(port: int, n: int, levels: int, drop_at: float) -> Dict[str, An
         late_ticks=ticker.late,
         ticks=ticker.ticks,
         worst_gil_gap_ms=probe.worst * 1e3,
+        worst_gc_ms=gcw.worst * 1e3,
+        worst_gc_cpu_ms=gcw.worst_cpu * 1e3,
+        gc_collections=gcw.counts,
         errors=len(errors),
     )
     return out

@@ -99,7 +99,9 @@ def run_all(args: argparse.Namespace, log: Callable[[str], None]) -> List[Row]:
         port = str(sender.port)
         if "stream" in only:
             sizes = (
-                ["--quick"] if quick else [
+                ["--quick"]
+                if quick
+                else [
                     "--trades",
                     str(args.trades),
                     "--depth",
@@ -321,9 +323,7 @@ def table(rows: List[Row]) -> List[str]:
             name = _STREAM_NAMES[figure]
             if figure == "raw":
                 bad = [r for r in vals if not r.get("valid", True)]
-                name += (
-                    f" -- ⚠ INVALID: < 20x L in {len(bad)} run(s)" if bad else ", ≥ 20x L ✅"
-                )
+                name += f" -- ⚠ INVALID: < 20x L in {len(bad)} run(s)" if bad else ", ≥ 20x L ✅"
             out.append(
                 _cells(
                     name,

@@ -152,6 +152,9 @@ levels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         PyTuple_SET_ITEM(pair, 0, price); /* steals */
         PyTuple_SET_ITEM(pair, 1, qty);
+        /* two str: never part of a cycle; the GC would untrack it at its first pass anyway,
+         * but a snapshot's thousands of pairs would first be walked (and promoted) by it */
+        PyObject_GC_UnTrack(pair);
         if (PyList_Append(out, pair) < 0) {
             Py_DECREF(pair);
             goto error;
