@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from bench.sender import SenderProcess  # noqa: E402
 
 Row = Dict[str, Any]
-SECTIONS = ("stream", "parse", "book", "dispatch", "latency", "memory", "flat")
+SECTIONS = ("stream", "parse", "book", "dispatch", "latency", "memory", "flat", "storm")
 
 
 def _loadavg() -> str:
@@ -161,6 +161,10 @@ def run_all(args: argparse.Namespace, log: Callable[[str], None]) -> List[Row]:
                         ],
                         timeout=300,
                     )
+        if "storm" in only:
+            log("resync storm and CPU at a realistic load (bench_storm)")
+            storm_args = ["--quick"] if quick else []
+            rows += _client("bench_storm.py", ["--runs", str(runs), *storm_args], timeout=1800)
         if "flat" in only:
             fsecs = 4.0 if quick else (300.0 if args.long else 20.0)
             log(f"flat memory over {fsecs:.0f} s")
@@ -456,6 +460,76 @@ def table(rows: List[Row]) -> List[str]:
                     f"gc objects {r['objects_q1']:,} -> {r['objects_end']:,}",
                 )
             )
+    storm = [r for r in rows if r.get("bench") == "storm" and "resync_s" in r]
+    if storm:
+        s0 = storm[0]
+        worst = max(r["worst_tick_ms"] for r in storm)
+        out.append(
+            _cells(
+                f"***resync storm***: {s0['symbols']} symbols x {s0['levels']:,} levels per side, "
+                "one manager, every connection dropped",
+                "median (worst) of the runs",
+            )
+        )
+        out.append(
+            _cells(
+                "time until every book is synced again",
+                f"{_median([r['resync_s'] for r in storm]):.2f} s "
+                f"({max(r['resync_s'] for r in storm):.2f} s)",
+            )
+        )
+        out.append(
+            _cells(
+                "worst delay of a 10 ms main-thread tick (whole run)",
+                f"{_median([r['worst_tick_ms'] for r in storm]):.0f} ms ({worst:.0f} ms)",
+                "",
+                "",
+                f"≤ 20 ms {'✅' if worst <= 20 else '❌'}",
+            )
+        )
+        out.append(
+            _cells(
+                "longest gap of a 1 ms probe thread (~longest GIL hold + scheduling)",
+                f"{_median([r['worst_gil_gap_ms'] for r in storm]):.0f} ms "
+                f"({max(r['worst_gil_gap_ms'] for r in storm):.0f} ms)",
+            )
+        )
+        out.append(
+            _cells(
+                "longest cyclic-GC collection, wall (CPU)",
+                f"{_median([r['worst_gc_ms'] for r in storm]):.0f} ms "
+                f"({_median([r['worst_gc_cpu_ms'] for r in storm]):.0f} ms CPU)",
+            )
+        )
+    cpu_rows = [r for r in rows if r.get("bench") == "cpu" and "cpu_pct" in r]
+    if cpu_rows:
+        c0 = cpu_rows[0]
+        out.append(
+            _cells(
+                f"***CPU at a realistic load***: {c0['symbols']} symbols, depth 10/s + trades "
+                "5/s + ticker 1/s each",
+                "% of one core",
+                "CPU µs per message",
+                "msgs/s",
+            )
+        )
+        names = {
+            "peer": "peer pattern: `WebSocketApp` + `json.loads` + dict books sorted on read",
+            "inline": "sixmm, inline dispatcher",
+            "worker": "sixmm, worker dispatcher",
+            "queue": "sixmm, queue + drain thread",
+        }
+        for who, label in names.items():
+            vals = [r for r in cpu_rows if r["who"] == who]
+            if vals:
+                out.append(
+                    _cells(
+                        label,
+                        f"{_median([r['cpu_pct'] for r in vals]):.1f}%",
+                        f"{_median([r['cpu_us_per_msg'] for r in vals]):.1f}",
+                        _num(_median([r["msgs_per_s"] for r in vals])),
+                    )
+                )
     for e in (r for r in rows if "error" in r):
         where = f"{e.get('bench', e.get('script', '?'))} {e.get('figure', '')}"
         out.append(_cells(f"⚠ {where} failed", e["error"][:120]))
