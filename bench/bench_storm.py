@@ -103,16 +103,23 @@ class GilProbe:
 
     def __init__(self) -> None:
         self.worst = 0.0
+        self.worst_cpu = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-gil-probe", daemon=True)
 
     def _run(self) -> None:
         last = time.monotonic()
+        last_cpu = time.process_time()
         while not self._stop.is_set():
             time.sleep(0.001)
             now = time.monotonic()
-            self.worst = max(self.worst, now - last - 0.001)
-            last = now
+            cpu = time.process_time()
+            gap = now - last - 0.001
+            if gap > self.worst:
+                # the process's CPU time over the gap: ~the gap when another thread held the
+                # GIL and ran; ~0 when the whole process was descheduled (a loaded machine)
+                self.worst, self.worst_cpu = gap, cpu - last_cpu
+            last, last_cpu = now, cpu
 
     def __enter__(self) -> GilProbe:
         self._thread.start()
@@ -172,6 +179,7 @@ def client_storm(port: int, n: int, levels: int, drop_at: float) -> Dict[str, An
         late_ticks=ticker.late,
         ticks=ticker.ticks,
         worst_gil_gap_ms=probe.worst * 1e3,
+        worst_gil_gap_cpu_ms=probe.worst_cpu * 1e3,
         worst_gc_ms=gcw.worst * 1e3,
         worst_gc_cpu_ms=gcw.worst_cpu * 1e3,
         gc_collections=gcw.counts,

@@ -492,6 +492,8 @@ def table(rows: List[Row]) -> List[str]:
                 "longest gap of a 1 ms probe thread (~longest GIL hold + scheduling)",
                 f"{_median([r['worst_gil_gap_ms'] for r in storm]):.0f} ms "
                 f"({max(r['worst_gil_gap_ms'] for r in storm):.0f} ms)",
+                "process CPU during it: "
+                f"{_median([r.get('worst_gil_gap_cpu_ms', 0.0) for r in storm]):.0f} ms",
             )
         )
         out.append(
