@@ -46,7 +46,7 @@ _DECODER = _stdlib_json.JSONDecoder(parse_constant=_reject_constant, parse_float
 _ENCODER = _stdlib_json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-_SCAN = _DECODER.scan_once  # what JSONDecoder.decode -> raw_decode calls
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]  # what decode() -> raw_decode() calls
 
 
 def _stdlib_loads(s: Union[str, bytes]) -> Any:
