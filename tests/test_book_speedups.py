@@ -547,6 +547,9 @@ def test_the_whole_book_workload_agrees_with_collections_in_between() -> None:
     # bench/workload.py's load (per side 1 removal, 1 new level, 8 changes, 70% near the top):
     # the C update's prefetch pass and untracked entries give the pure book's results, and a
     # full collection in between frees nothing a book still holds.
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)  # bench/ is not installed: the repository's copy
     from bench.workload import make_whole_book
     from sixmm.protocol.depth import parse_depth
 
