@@ -32,7 +32,11 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.sender import SYMBOL, SenderProcess, url_for
+from bench.sender import SYMBOL, SenderProcess, stream_bytes, url_for
+from bench.workload import check_book, expected_book
+
+LEVELS = 5000  # the sender's default snapshot depth per side
+MIN_SENDER_RATIO = 20.0  # the sender must deliver >= 20x L, or the run is invalid
 
 WARM = 0.1  # the first 10% of a stream is warm-up: not timed
 TIMEOUT = 120.0
@@ -92,6 +96,26 @@ def raw_reader(port: int, kind: str, n: int) -> float:
 # -- L: the bare websocket-client loop -----------------------------------------------------
 
 
+def topic_of(kind: str) -> str:
+    """The topic a stream kind is subscribed as (``book`` is a depth stream)."""
+    return f"market.{'trade' if kind == 'trade' else 'depth'}.{SYMBOL}"
+
+
+_expected: Dict[Tuple[str, int], Any] = {}
+
+
+def verify_book(book: Any, kind: str, n: int) -> None:
+    """Compare the live book with the reference book of the same stream (AssertionError)."""
+    key = (kind, n)
+    if key not in _expected:
+        _expected[key] = expected_book(stream_bytes(kind, n, LEVELS))
+    bids, asks, version = _expected[key]
+    got_bids, got_asks = book.levels()
+    if book.version != version or got_bids != bids or got_asks != asks:
+        check_book(book, stream_bytes(kind, n, LEVELS))  # raises with the details
+        raise AssertionError("the book differs from the reference")
+
+
 def _subscribe_text(topic: str) -> str:
     return json.dumps({"id": "1", "op": "subscribe", "args": [topic]})
 
@@ -108,12 +132,12 @@ def bare_loop(port: int, kind: str, n: int) -> Rates:
     """Messages/s of websocket-client's ``recv()`` loop (``skip_utf8_validation=True``)."""
     import websocket
 
-    topic = f"market.{kind}.{SYMBOL}"
+    topic = topic_of(kind)
     ws = websocket.create_connection(url_for(port, kind=kind, n=n), skip_utf8_validation=True)
     try:  # websocket-client's default: a blocking socket (a timeout adds a poll per read)
         ws.send(_subscribe_text(topic))
         ws.recv()  # the ack
-        if kind == "depth":
+        if kind != "trade":
             ws.recv()  # the snapshot
         recv = ws.recv
         warm = int(n * WARM)
@@ -137,7 +161,7 @@ def peer_app(port: int, kind: str, n: int) -> Rates:
     dict. Trades only (no book)."""
     import websocket
 
-    topic = f"market.{kind}.{SYMBOL}"
+    topic = topic_of(kind)
     warm = int(n * WARM)
     counter = Counter(n + 1, warm + 1)  # the ack is the first message
     loads = json.loads
@@ -233,7 +257,7 @@ def sixmm_stream(port: int, kind: str, n: int, dispatcher: str) -> Rates:
     disp, drain = make_dispatcher(dispatcher)
     errors: List[BaseException] = []
     # depth: the snapshot is the first on_update call, then one per update
-    total = n + 1 if kind == "depth" else n
+    total = n if kind == "trade" else n + 1
     counter = Counter(total, total - (n - int(n * WARM)))
     streams = sixmm.StreamManager(
         url_for(port, kind=kind, n=n), dispatcher=disp, on_error=errors.append
@@ -250,8 +274,10 @@ def sixmm_stream(port: int, kind: str, n: int, dispatcher: str) -> Rates:
                 raise RuntimeError(
                     f"only {counter.count} of {total} callbacks; errors: {errors[:3]}"
                 )
-            if kind == "depth" and not book.synced:
-                raise RuntimeError("the book is not synced at the end of the run")
+            if kind != "trade":
+                if not book.synced:
+                    raise RuntimeError("the book is not synced at the end of the run")
+                verify_book(book, kind, n)
     finally:
         if drain is not None:
             drain.stop()
@@ -272,17 +298,25 @@ def run_once(
     trades: int,
     depth: int,
     emit: Callable[[Dict[str, Any]], None],
+    book: int = 0,
 ) -> None:
     """One run: for each stream, the raw ceiling, then L, and each sixmm figure followed by L
     again; a sixmm figure's ratio is taken against the mean of the L just before and after it
     (the machine's load drifts: neighbours in time are the fairest comparison)."""
-    for kind, n in (("trade", trades), ("depth", depth)):
+    for kind, n in (("trade", trades), ("depth", depth), ("book", book)):
         if not n:
             continue
         base = {"bench": "stream", "kind": kind, "run": run, "backend": backend, "n": n}
         raw = raw_reader(port, kind, n)
         before = bare_loop(port, kind, n)
-        emit(dict(base, figure="raw", rate=raw, ratio=raw / before.wall))
+        ratio = raw / before.wall
+        emit(dict(base, figure="raw", rate=raw, ratio=ratio, valid=ratio >= MIN_SENDER_RATIO))
+        if ratio < MIN_SENDER_RATIO:
+            print(
+                f"INVALID RUN: the sender delivered only {ratio:.1f}x L on {kind} "
+                f"(needs >= {MIN_SENDER_RATIO:.0f}x)",
+                file=sys.stderr,
+            )
         emit(dict(base, figure="bare", rate=before.wall, cpu_rate=before.cpu, ratio=1.0))
         figures: List[Tuple[str, Callable[[], Rates]]] = [
             (f"sixmm-{name}", functools.partial(sixmm_stream, port, kind, n, name))
@@ -293,6 +327,9 @@ def run_once(
         for figure, measure in figures:
             try:
                 got = measure()
+            except AssertionError as exc:  # a wrong book: never a figure, fail the run
+                emit(dict(base, figure=figure, error=f"WRONG BOOK: {exc}"))
+                raise
             except Exception as exc:  # report, keep going: a missing figure is visible
                 emit(dict(base, figure=figure, error=f"{type(exc).__name__}: {exc}"))
                 continue
@@ -319,12 +356,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--first-run", type=int, default=0, help="index of the first run")
     parser.add_argument("--trades", type=int, default=60_000, help="trade messages per figure")
     parser.add_argument("--depth", type=int, default=20_000, help="depth updates per figure")
+    parser.add_argument(
+        "--book", type=int, default=20_000, help="whole-book depth updates per figure (issue 16)"
+    )
+    parser.add_argument("--only-kinds", default="", help="e.g. book,trade: only these streams")
+    parser.add_argument("--dispatchers", default="", help="e.g. inline: only these dispatchers")
     parser.add_argument("--quick", action="store_true", help="small streams")
     args = parser.parse_args(argv)
     if args.json == "json":
         force_stdlib_json()
     if args.quick:
         args.trades, args.depth = min(args.trades, 20_000), min(args.depth, 4_000)
+        args.book = min(args.book, 4_000)
+    if args.only_kinds:
+        kinds = set(args.only_kinds.split(","))
+        args.trades = args.trades if "trade" in kinds else 0
+        args.depth = args.depth if "depth" in kinds else 0
+        args.book = args.book if "book" in kinds else 0
+    if args.dispatchers:
+        global DISPATCHERS
+        DISPATCHERS = tuple(args.dispatchers.split(","))
     from sixmm import _json
 
     backend = _json.BACKEND
@@ -339,7 +390,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     port = args.port or (sender.port if sender else 0)
     try:
         for run in range(args.first_run, args.first_run + args.runs):
-            run_once(port, backend, run, args.trades, args.depth, emit)
+            run_once(port, backend, run, args.trades, args.depth, emit, book=args.book)
     finally:
         if sender is not None:
             sender.stop()

@@ -14,7 +14,8 @@ What each connection gets is chosen by the URL's query string:
 =============  ========================================================================
 ``kind``       ``trade`` (default): ~200-byte ``market.trade.BTCUSDT`` pushes;
                ``depth``: a snapshot of ``levels`` per side (type snapshot), then updates
-               of 20 level changes (~600 bytes) with ``startVersion = previous end + 1``
+               of 20 level changes (~600 bytes) with ``startVersion = previous end + 1``;
+               ``book``: issue 16's whole-book depth workload (``bench/workload.py``)
 ``n``          messages to send after the subscription (then it idles until the close)
 ``levels``     depth snapshot levels per side (default 5000)
 ``rate``       0 (default): as fast as the socket takes them, pre-framed; > 0: paced at
@@ -25,6 +26,14 @@ What each connection gets is chosen by the URL's query string:
                starts once the connection has subscribed its first topics
 ``auto``       1: stream at once without waiting for a subscribe (the raw socket reader)
 =============  ========================================================================
+
+``kind=storm`` (``bench/bench_storm.py``, many symbols, paced): every subscribed
+``market.depth.<S>`` topic gets a snapshot of ``levels`` per side right after its ack, then
+``rate`` updates per second (10 quantity changes of present levels, continuous versions);
+every ``market.trade.<S>`` topic ``trades`` trades per second and every
+``market.ticker.<S>`` topic ``tickers`` tickers per second. ``sid`` + ``drop_at=S``: S
+seconds after the first subscribe of session ``sid`` every connection of that session is
+dropped (TCP shutdown, no close frame: the sandbox's ``drop``), once per session.
 
 The handshake response carries ``X-Bench-Bytes``: the byte length of a pre-framed stream.
 """
@@ -52,6 +61,7 @@ TS = 1772007815000
 SYMBOL = "BTCUSDT"
 TRADE_TOPIC = f"market.trade.{SYMBOL}"
 DEPTH_TOPIC = f"market.depth.{SYMBOL}"
+BOOK_TOPIC = DEPTH_TOPIC  # the whole-book workload is a depth stream too
 _DEPTH_BLOCK = 2000  # distinct update bodies, cycled with fresh versions
 _TRADE_BLOCK = 1000
 
@@ -115,13 +125,31 @@ def _depth_stream(n: int, levels: int) -> bytes:
     return b"".join(parts)
 
 
+def _whole_book_stream(n: int, levels: int) -> bytes:
+    """Issue 16's whole-book workload (``bench/workload.py``): every update distinct."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from bench.workload import make_whole_book
+
+    snapshot, updates = make_whole_book(levels, n)
+    head = f'{{"topic":"{BOOK_TOPIC}","event":"data","ts":{TS},"data":'
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    parts = [frame((head + dumps(snapshot) + "}").encode())]
+    parts += [frame((head + dumps(u) + "}").encode()) for u in updates]
+    return b"".join(parts)
+
+
 def stream_bytes(kind: str, n: int, levels: int) -> bytes:
     """The pre-framed stream of a shape (cached)."""
     key = (kind, n, levels)
     with _cache_lock:
         data = _cache.get(key)
         if data is None:
-            data = _depth_stream(n, levels) if kind == "depth" else _trade_stream(n)
+            if kind == "depth":
+                data = _depth_stream(n, levels)
+            elif kind == "book":
+                data = _whole_book_stream(n, levels)
+            else:
+                data = _trade_stream(n)
             _cache[key] = data
         return data
 
@@ -138,6 +166,7 @@ class _Conn:
         self.subscribed: List[str] = []
         self.go = threading.Event()
         self.params: Dict[str, str] = {}
+        self.storm: Optional[_Storm] = None
 
     def send(self, data: Union[bytes, memoryview]) -> None:
         with self.lock:
@@ -169,7 +198,9 @@ class _Conn:
                 key = value.strip()
         accept = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
         extra = ""
-        if float(self.params.get("rate", "0")) <= 0:
+        if self.params.get("kind") == "storm":
+            self.storm = _Storm(self)
+        elif float(self.params.get("rate", "0")) <= 0:
             total = len(stream_bytes(*self.shape()))
             extra = f"X-Bench-Bytes: {total}\r\n"
         self.send(
@@ -220,6 +251,11 @@ class _Conn:
                     topics = list(msg.get("args") or [])
                     ack = {"id": msg.get("id"), "event": op, "success": True, "data": topics}
                     self.send(frame(json.dumps(ack, separators=(",", ":")).encode()))
+                    if self.storm is not None:
+                        if op == "subscribe":
+                            self.storm.subscribed(topics)
+                        else:
+                            self.storm.unsubscribed(topics)
                     if op == "subscribe":
                         self.subscribed.extend(topics)
                         self.go.set()
@@ -232,6 +268,9 @@ class _Conn:
     def stream(self) -> None:
         self.go.wait()
         if self.closed.is_set():
+            return
+        if self.storm is not None:
+            self.storm.run()
             return
         rate = float(self.params.get("rate", "0"))
         if rate > 0:
@@ -289,6 +328,168 @@ class _Conn:
                 self.sock.close()
             except OSError:
                 pass
+
+
+# -- storm: many symbols, paced, with a drop -------------------------------------------------
+
+_storm_lock = threading.Lock()
+_storm_sessions: Dict[str, List[_Conn]] = {}
+_storm_started: Dict[str, float] = {}
+_storm_dropped: set = set()
+_snapshot_cache: Dict[int, Tuple[bytes, List[str], List[str]]] = {}
+
+
+def _storm_book(levels: int) -> Tuple[bytes, List[str], List[str]]:
+    """(snapshot body template with %s symbol and %d version twice, bid prices, ask prices)."""
+    with _storm_lock:
+        got = _snapshot_cache.get(levels)
+        if got is None:
+            rng = random.Random(7)
+            bids = [f"{(850_000 - i) // 10}.{(850_000 - i) % 10}" for i in range(levels)]
+            asks = [f"{(850_001 + i) // 10}.{(850_001 + i) % 10}" for i in range(levels)]
+
+            def side(prices: List[str]) -> str:
+                return ",".join(f'["{p}","{rng.randint(1, 50000) / 1000:.3f}"]' for p in prices)
+
+            body = (
+                '{"symbol":"%s","type":"snapshot","startVersion":%d,"endVersion":%d,'
+                f'"bids":[{side(bids)}],"asks":[{side(asks)}]}}'
+            )
+            got = _snapshot_cache[levels] = (body.encode(), bids, asks)
+        return got
+
+
+class _Storm:
+    """The paced multi-symbol stream of one ``kind=storm`` connection."""
+
+    def __init__(self, conn: _Conn) -> None:
+        p = conn.params
+        self.conn = conn
+        self.levels = int(p.get("levels", "1000"))
+        self.rate = float(p.get("rate", "10"))
+        self.trades = float(p.get("trades", "0"))
+        self.tickers = float(p.get("tickers", "0"))
+        self.sid = p.get("sid", "")
+        self.drop_at = float(p.get("drop_at", "0"))
+        self.lock = threading.Lock()
+        self.versions: Dict[str, int] = {}  # depth topic -> last version sent
+        self.others: List[str] = []  # trade and ticker topics
+        self.rng = random.Random(11)
+        self.trade_id = 0
+
+    def subscribed(self, topics: List[str]) -> None:
+        """Called by the reader after the ack: send each depth topic's snapshot."""
+        body, _bids, _asks = _storm_book(self.levels)
+        if self.sid:
+            with _storm_lock:
+                _storm_sessions.setdefault(self.sid, []).append(self.conn)
+                _storm_started.setdefault(self.sid, time.monotonic())
+        for topic in topics:
+            if topic.startswith("market.depth."):
+                symbol = topic.rsplit(".", 1)[-1]
+                with self.lock:
+                    version = self.versions.get(topic, 1000 + self.rng.randrange(10**6)) + 1
+                    head = f'{{"topic":"{topic}","event":"data","ts":{TS},"data":'.encode()
+                    self.conn.send(frame(head + body % (symbol.encode(), version, version) + b"}"))
+                    self.versions[topic] = version
+            else:
+                with self.lock:
+                    self.others.append(topic)
+
+    def unsubscribed(self, topics: List[str]) -> None:
+        with self.lock:
+            for topic in topics:
+                self.versions.pop(topic, None)
+                if topic in self.others:
+                    self.others.remove(topic)
+
+    def _update(self, topic: str, version: int) -> bytes:
+        _body, bids, asks = _storm_book(self.levels)
+        rng = self.rng
+        top = max(1, self.levels // 10)
+
+        def changes(prices: List[str]) -> str:
+            picks = {
+                prices[rng.randrange(top) if rng.random() < 0.7 else rng.randrange(len(prices))]
+                for _ in range(5)
+            }
+            return ",".join(f'["{p}","{rng.randint(1, 50000) / 1000:.3f}"]' for p in picks)
+
+        symbol = topic.rsplit(".", 1)[-1]
+        return (
+            f'{{"topic":"{topic}","event":"data","ts":{TS},"data":{{"symbol":"{symbol}",'
+            f'"type":"update","startVersion":{version},"endVersion":{version},'
+            f'"bids":[{changes(bids)}],"asks":[{changes(asks)}]}}}}'
+        ).encode()
+
+    def _other(self, topic: str) -> bytes:
+        if topic.startswith("market.trade."):
+            self.trade_id += 1
+            return trade_payload(topic, self.trade_id)
+        symbol = topic.rsplit(".", 1)[-1]
+        return (
+            f'{{"topic":"{topic}","event":"data","ts":{TS},"data":{{"symbol":"{symbol}",'
+            '"lastPrice":"85000.1","open":"84000.0","high":"86000.0","low":"83000.0",'
+            '"volume":"1234.567","quoteVolume":"104938271.5"}}'
+        ).encode()
+
+    def _maybe_drop(self) -> bool:
+        if not self.sid or self.drop_at <= 0:
+            return False
+        with _storm_lock:
+            started = _storm_started.get(self.sid)
+            if (
+                started is None
+                or self.sid in _storm_dropped
+                or time.monotonic() - started < self.drop_at
+            ):
+                return False
+            _storm_dropped.add(self.sid)
+            victims = list(_storm_sessions.pop(self.sid, []))
+        for conn in victims:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return True
+
+    def run(self) -> None:
+        """Pace every topic of this connection from its own clock (10 ms ticks)."""
+        start = time.monotonic()
+        done_depth = done_trade = done_ticker = 0.0  # frames owed per topic so far
+        while not self.conn.closed.is_set():
+            if self._maybe_drop():
+                return
+            elapsed = time.monotonic() - start
+            out: List[bytes] = []
+            with self.lock:
+                n_depth = int(elapsed * self.rate) - int(done_depth)
+                for _ in range(max(0, n_depth)):
+                    for topic in self.versions:
+                        self.versions[topic] += 1
+                        out.append(frame(self._update(topic, self.versions[topic])))
+                done_depth += max(0, n_depth)
+                for rate_, attr, prefix in (
+                    (self.trades, "t", "market.trade."),
+                    (self.tickers, "k", "market.ticker."),
+                ):
+                    if rate_ <= 0:
+                        continue
+                    done = done_trade if attr == "t" else done_ticker
+                    due = int(elapsed * rate_) - int(done)
+                    for _ in range(max(0, due)):
+                        out += [frame(self._other(t)) for t in self.others if t.startswith(prefix)]
+                    if attr == "t":
+                        done_trade += max(0, due)
+                    else:
+                        done_ticker += max(0, due)
+                # the sends stay under the lock: a snapshot never overtakes an update
+                if out:
+                    try:
+                        self.conn.send(b"".join(out))
+                    except OSError:
+                        return
+            time.sleep(0.01)
 
 
 def serve(port: int) -> None:

@@ -46,12 +46,26 @@ _DECODER = _stdlib_json.JSONDecoder(parse_constant=_reject_constant, parse_float
 _ENCODER = _stdlib_json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]  # what decode() -> raw_decode() calls
+
+
 def _stdlib_loads(s: Union[str, bytes]) -> Any:
     """Parse strict JSON text (``str``, or UTF-8 ``bytes``) with the stdlib."""
     if not isinstance(s, str):
         s = bytes(s).decode("utf-8")  # strict: invalid UTF-8 raises UnicodeDecodeError
     if s.startswith("\ufeff"):
         raise ValueError("UTF-8 byte order mark (BOM) is not supported")
+    if s[-1:] == "}" and s[:1] == "{":
+        # An object with no surrounding whitespace (every frame of the exchange): the
+        # scanner directly, as decode() would call it, without its two whitespace regex
+        # matches and two Python calls (~0.7 us per frame). Anything else -- an error
+        # included -- goes through decode() for its exact result or exception.
+        try:
+            obj, end = _SCAN(s, 0)
+        except StopIteration:
+            return _DECODER.decode(s)
+        if end == len(s):
+            return obj
     return _DECODER.decode(s)
 
 

@@ -537,3 +537,74 @@ def test_outcomes_are_the_same_enum() -> None:
     fast = BookState("X")
     assert fast.apply(msg("snapshot", 1, [("1", "1")], [("2", "1")], start=1)) is Outcome.SNAPSHOT
     assert fast.top(1) == ([(Decimal("1"), Decimal("1"))], [(Decimal("2"), Decimal("1"))])
+
+
+# -- the whole-book workload, prefetch and GC tracking (issue 16) --------------------------------
+
+
+@needs_c
+def test_the_whole_book_workload_agrees_with_collections_in_between() -> None:
+    # bench/workload.py's load (per side 1 removal, 1 new level, 8 changes, 70% near the top):
+    # the C update's prefetch pass and untracked entries give the pure book's results, and a
+    # full collection in between frees nothing a book still holds.
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)  # bench/ is not installed: the repository's copy
+    from bench.workload import make_whole_book
+    from sixmm.protocol.depth import parse_depth
+
+    snapshot, updates = make_whole_book(2000, 400, seed=3)
+    fast, pure = pair()
+    for book in (fast, pure):
+        book.apply(parse_depth(snapshot))
+    for i, raw in enumerate(updates):
+        m = parse_depth(raw, False, fast.known_prices())
+        assert fast.apply(m) == pure.apply(parse_depth(raw)) == Outcome.APPLIED
+        if i % 50 == 0:
+            gc.collect()
+            assert fast.top(20) == pure.top(20)
+    assert state(fast) == state(pure)
+
+
+@needs_c
+def test_a_c_book_keeps_its_entries_out_of_the_cyclic_gc() -> None:
+    fast, pure = pair()
+    levels = [(f"{100 + i}.5", "1") for i in range(50)]
+    for book in (fast, pure):
+        book.apply(msg("snapshot", 1, levels, [(f"{200 + i}.5", "1") for i in range(50)], start=1))
+    side = fast._bids
+    assert not any(gc.is_tracked(e) for e in side.by_str.values())
+    assert not gc.is_tracked(side.by_str) and not gc.is_tracked(side.by_key)
+    assert not gc.is_tracked(side.keys)
+    # a new level from the C update: untracked, and the dicts stay untracked
+    m = msg("update", 2, [("99.5", "2")], start=2)
+    assert fast.apply(m) == pure.apply(m)
+    assert not gc.is_tracked(side.by_str["99.5"]) and not gc.is_tracked(side.by_str)
+    assert fast.top(60) == pure.top(60)  # Decimal pairs cached in the entries: no cycle either
+    # another spelling goes through the Python _set: a tracked entry re-tracks the dict
+    m = msg("update", 3, [("99.50", "4")], start=3)
+    assert fast.apply(m) == pure.apply(m)
+    assert gc.is_tracked(side.by_str)
+    gc.collect()
+    assert state(fast) == state(pure) and fast.top(100) == pure.top(100)
+    # the pure book is never touched
+    assert all(gc.is_tracked(e) for e in pure._bids.by_str.values())
+
+
+@needs_c
+def test_untrack_leaves_anything_but_book_entries_tracked() -> None:
+    from sixmm.protocol import _bookside  # type: ignore[attr-defined]
+
+    odd = [["1.5", "2", None, 1.5, None], ["2.5", "2", [], 2.5, None], ["x"]]
+    d = {"a": odd[0], "b": odd[1], "c": odd[2]}
+    _bookside.untrack(d)
+    assert not gc.is_tracked(odd[0]) and gc.is_tracked(odd[1]) and gc.is_tracked(odd[2])
+    assert gc.is_tracked(d)  # it holds something the GC must see
+    keys = [1.0, 2.0, Decimal("3")]
+    _bookside.untrack(keys)
+    assert not gc.is_tracked(keys)
+    mixed = [1.0, []]
+    _bookside.untrack(mixed)
+    assert gc.is_tracked(mixed)
+    with pytest.raises(TypeError):
+        _bookside.untrack(())

@@ -415,3 +415,14 @@ def test_the_environment_variable_forces_the_pure_code() -> None:
 def test_the_pure_fixture_switches_the_c_path_off(pure: None) -> None:
     assert depth_module._c_levels is None
     assert parse_depth({"endVersion": 1, "bids": [["1", "1"]]}).bids == [("1", "1")]
+
+
+@needs_c
+def test_the_c_level_pairs_are_not_tracked_by_the_gc() -> None:
+    import gc
+
+    got = c_levels()([["1.5", "2"], ["2.5", "0"]], {})
+    assert got == [("1.5", "2"), ("2.5", "0")]
+    assert not any(gc.is_tracked(pair) for pair in got)
+    # a price in a known dict that the pattern refuses is accepted, as by the pure code
+    assert check([["1e5", "2"]], {"1e5": None}) == [("1e5", "2")]

@@ -431,6 +431,12 @@ class _BookSide:
                     if entry is not None:
                         del self.by_str[entry[_PRICE]]
         self.keys[:] = sorted(self.by_key)
+        if _speedups is not None and self._book._update is _speedups.update:
+            # the entries cannot be part of a reference cycle: no GC tracking, so no full
+            # collection walks a whole book (_bookside.c, untrack)
+            _speedups.untrack(self.by_str)
+            _speedups.untrack(self.by_key)
+            _speedups.untrack(self.keys)
 
     def rekey(self) -> None:
         """Recompute every key (the book switched to exact Decimal keys), in place."""
