@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
@@ -61,6 +62,22 @@ _STATE_TOPIC = "sixmm.state"
 #: a second Ctrl-C during stop() only hurries it: it never skips closing the listenKey
 _SHUTDOWN_THREAD = "sixmm-shutdown"
 _GAP_TOPIC = "sixmm.gap"
+
+
+def _interrupted_while_stopping(*_args: Any) -> None:
+    logger.warning("interrupted again while stopping: the stop is already bounded")
+
+
+def _absorb_sigint() -> Tuple[bool, Any]:
+    """Make SIGINT only log (main thread only); returns (installed, the previous handler)."""
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is None:  # a handler not installed from Python: leave it alone
+            return False, None
+        signal.signal(signal.SIGINT, _interrupted_while_stopping)
+    except (ValueError, OSError, TypeError):  # not the main thread of the main interpreter
+        return False, None
+    return True, previous
 
 
 class StreamManager:
@@ -257,21 +274,32 @@ class StreamManager:
                 finished.set()
 
         worker = threading.Thread(target=shutdown, name=_SHUTDOWN_THREAD, daemon=True)
-        worker.start()
-        # an Event, not join(): a KeyboardInterrupt inside Thread.join() can leave the thread
-        # looking finished while it still runs
-        while not finished.is_set():
-            try:
-                finished.wait(0.1)
-            except KeyboardInterrupt:
-                logger.warning("interrupted again while stopping: the stop is already bounded")
-        for _ in range(50):  # it is returning now: a bounded join, interrupts absorbed
-            try:
-                worker.join(0.1)
-            except KeyboardInterrupt:
-                continue
-            if not worker.is_alive():
-                break
+        # while the stop runs, a Ctrl-C only logs: a KeyboardInterrupt can otherwise surface
+        # at any bytecode of the waiting loop below (a loop's jump included), not only inside
+        # the try; the handler the program had comes back when the stop is done
+        absorbed, previous = _absorb_sigint()
+        try:
+            worker.start()
+            # an Event, not join(): a KeyboardInterrupt inside Thread.join() can leave the
+            # thread looking finished while it still runs
+            while not finished.is_set():
+                try:
+                    finished.wait(0.1)
+                except KeyboardInterrupt:
+                    _interrupted_while_stopping()
+            for _ in range(50):  # it is returning now: a bounded join, interrupts absorbed
+                try:
+                    worker.join(0.1)
+                except KeyboardInterrupt:
+                    continue
+                if not worker.is_alive():
+                    break
+        finally:
+            if absorbed:
+                try:
+                    signal.signal(signal.SIGINT, previous)
+                except (ValueError, OSError, TypeError):  # pragma: no cover
+                    pass
 
     def _shutdown(
         self, conns: List[Connection], keeper: Optional[ListenKeyKeeper], deadline: float

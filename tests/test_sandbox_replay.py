@@ -67,6 +67,8 @@ def test_a_recording_served_over_the_protocol(tmp_path: Path) -> None:
             assert book.synced
             top = book.top(50)
             assert top == expected_top
+            # trades recorded after the last depth update may still be on their way
+            wait_until(lambda: len(trades) >= len(recorded), timeout=10)
         wait_until(lambda: orders, timeout=5)
     assert trades == recorded
     assert top[0] and top[1]

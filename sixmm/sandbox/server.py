@@ -388,7 +388,13 @@ class Server:
                 headers={"Retry-After": f"{limited[1]:g}"},
                 text="Too Many Requests",
             )
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except (ConnectionError, RuntimeError):
+            # the client gave up during the upgrade (a connect deadline, stop() aborting the
+            # attempt): nothing to serve, and not an error of the exchange's
+            # (aiohttp's ClientConnectionResetError is a ConnectionResetError)
+            return ws
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
