@@ -390,11 +390,13 @@ class Server:
             )
         try:
             await ws.prepare(request)
-        except (ConnectionError, RuntimeError):
+        except ConnectionError:
             # the client gave up during the upgrade (a connect deadline, stop() aborting the
-            # attempt): nothing to serve, and not an error of the exchange's
-            # (aiohttp's ClientConnectionResetError is a ConnectionResetError)
-            return ws
+            # attempt): nothing to serve, and not an error of the exchange's (aiohttp's
+            # ClientConnectionResetError is a ConnectionResetError). A plain response, not the
+            # half-prepared ``ws``: aiohttp finishes it, and a write to the closed transport is
+            # a ConnectionError it absorbs.
+            return web.Response(status=400, text="client went away during the upgrade")
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
