@@ -11,14 +11,16 @@ thread (``stop`` even from this connection's own thread, inside a callback).
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Deque, Dict, Optional
 
 from .config import DEFAULT_REPORT_PACING, Backoff, ReportPacing
 from .errors import AuthError, ConnectionLost, HandshakeRejected, ProtocolError
 from .pacing import Pacer
+from .protocol.engine import Close, Fail, Report, Restart, Send, Streaming
 from .protocol.framing import CLOSE_NORMAL, FrameError
 from .protocol.redact import scrub
 from .ratelimit import ConnectGate
@@ -32,8 +34,34 @@ logger = logging.getLogger(__name__)
 
 
 class Session:
-    """What a connection carries. Subclasses implement the hooks; all run on the reader thread
-    except where noted."""
+    """What a connection carries: a shell around one pure session engine
+    (:mod:`sixmm.protocol.engine`). Subclasses set ``engine`` and implement :meth:`url` and
+    the hooks; the hooks run on the reader thread (``on_tick`` on the heartbeat thread).
+
+    The engine is touched by one thread at a time, under :attr:`lock`. The reader holds it
+    while it feeds the engine the frames of one socket read; another thread's request (a
+    subscribe, a tick) is applied at once if the lock is free, else queued and applied by the
+    holder right after it lets go (:meth:`pump`) -- so no thread ever waits for the lock, and
+    an inline callback that subscribes (on the reader) cannot deadlock against a registration
+    on another thread.
+    """
+
+    engine: Any
+
+    def __init__(
+        self,
+        report: Callable[[BaseException], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._report_error = report
+        self._clock = clock
+        self.lock = threading.RLock()
+        self._inbox: Deque[Callable[[], Any]] = collections.deque()
+        self._conn: Optional[Connection] = None
+        self._wall_offset = time.time() - time.monotonic()
+
+    def bind(self, conn: Connection) -> None:
+        self._conn = conn
 
     def url(self) -> str:
         """The URL to connect to (called before every attempt; may do blocking REST work and
@@ -42,16 +70,86 @@ class Session:
 
     def on_open(self, conn: Connection) -> None:
         """The socket is open: (re)subscribe, or wait for the auth ack."""
+        with self.lock:
+            self.engine.wall_offset = time.time() - self._clock()
+            self.engine.opened(self._clock())
+            self.apply(conn)
+        self.pump()
 
     def on_message(self, conn: Connection, payload: bytes) -> None:
-        """One inbound data message (the hot path)."""
-        raise NotImplementedError
+        """One inbound data message (the hot path; the reader holds :attr:`lock`)."""
+        engine = self.engine
+        engine.receive(payload, self._clock())
+        if engine.actions:
+            self.apply(conn)
 
     def on_closed(self, conn: Connection, reason: str) -> None:
         """The socket is gone (any reason): mark books unsynced, note the outage start."""
+        with self.lock:
+            self.engine.closed(reason, self._clock())
+            self.apply(conn)
+        self.pump()
 
     def on_tick(self, conn: Connection, now: float) -> None:
-        """Called by the heartbeat thread about once a second (ack timeouts and the like)."""
+        """Called about once a second (the heartbeat): the engine's deadlines."""
+        engine = self.engine
+        deadline = engine.next_deadline()
+        if deadline is not None and now >= deadline:
+            self.submit(lambda: engine.tick(now, conn.last_rx))
+
+    def ping_text(self) -> str:
+        return str(self.engine.ping_text())
+
+    # -- one thread at a time -----------------------------------------------------------
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` (which feeds the engine) under the lock: now if it is free, else right
+        after its holder lets go. Any thread."""
+        self._inbox.append(fn)
+        self.pump()
+
+    def pump(self) -> None:
+        """Apply queued requests if nobody holds the lock (every holder calls this after
+        letting go, so nothing queued is left behind)."""
+        inbox = self._inbox
+        while inbox:
+            if not self.lock.acquire(blocking=False):
+                return  # the holder pumps when it lets go
+            try:
+                while inbox:
+                    inbox.popleft()()
+                    if self.engine.actions and self._conn is not None:
+                        self.apply(self._conn)
+            finally:
+                self.lock.release()
+
+    def apply(self, conn: Connection) -> None:
+        """Carry out what the engine said (lock held)."""
+        close: Optional[str] = None
+        for action in self.engine.take():
+            cls = action.__class__
+            if cls is Send:
+                conn.send(action.text)
+            elif cls is Report:
+                self._report_error(action.error)
+            elif cls is Streaming:
+                conn.mark_streaming(action.reason)
+            elif cls is Close:
+                close = action.reason
+            else:
+                self.on_action(conn, action)
+        if close is not None:
+            raise ConnectionClosed(close)
+
+    def on_action(self, conn: Connection, action: Any) -> None:
+        """The actions particular to a session (subclasses)."""
+        cls = action.__class__
+        if cls is Restart:
+            conn.restart(action.reason)
+        elif cls is Fail:
+            conn.fail(action.error)
+        else:  # pragma: no cover - a new action without a handler is a bug
+            raise TypeError(f"unhandled session action {action!r}")
 
 
 StateListener = Callable[["Connection", ConnState, str], None]
@@ -408,7 +506,25 @@ class Connection:
 
     def _read_loop(self, transport: Transport) -> str:
         """Move bytes from the socket into the decoder and messages to the session until the
-        socket ends, stop() is called, or no frame completes within ``stale_after``."""
+        socket ends, stop() is called, or no frame completes within ``stale_after``.
+
+        The session's lock is held while the frames of one socket read are fed to it, and let
+        go (and queued requests applied) before the next read."""
+        session = self.session
+        lock = session.lock
+        try:
+            return self._read_frames(transport, lock.acquire, lock.release, session.pump)
+        finally:
+            if lock._is_owned():  # type: ignore[attr-defined]
+                lock.release()
+
+    def _read_frames(
+        self,
+        transport: Transport,
+        hold: Callable[[], Any],
+        let_go: Callable[[], None],
+        pump: Callable[[], None],
+    ) -> str:
         on_message = self.session.on_message
         next_frame = transport.decoder.next_frame
         fill = transport.fill
@@ -418,9 +534,14 @@ class Connection:
         stale_after = self._stale_after
         tap = self._tap
         completed = False  # a frame completed since the clock was last read
+        held = False
         while not stop.is_set():
             item = next_frame()
             if item is None:  # the buffer holds no complete frame: read the socket
+                if held:
+                    held = False
+                    let_go()
+                    pump()
                 now = clock()
                 if completed:
                     completed = False
@@ -440,5 +561,8 @@ class Connection:
             self.messages += 1
             if tap is not None:
                 tap.received(self.name, payload)
+            if not held:
+                hold()
+                held = True
             on_message(self, payload)
         return "stopped"
