@@ -22,6 +22,7 @@ from .errors import AuthError, ConnectionLost, HandshakeRejected, ProtocolError
 from .pacing import Pacer
 from .protocol.engine import Close, Fail, Report, Restart, Send, Streaming
 from .protocol.framing import CLOSE_NORMAL, FrameError
+from .protocol.reconnect import GiveUp, ReconnectPolicy
 from .protocol.redact import scrub
 from .ratelimit import ConnectGate
 from .states import ConnState, check_transition
@@ -198,11 +199,10 @@ class Connection:
         self._tap = tap
         self._gate = gate
         self._pacer = Pacer(report_pacing)  # connect failures reported to on_error
-        self._immediate_used = False  # the one immediate retry since the last stable socket
+        self._policy = ReconnectPolicy(backoff, stable_after)  # the reconnect decisions
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._skip_backoff = False
         self._terminal: Optional[BaseException] = None
         self._thread: Optional[threading.Thread] = None
         self._transport: Optional[Transport] = None
@@ -213,7 +213,6 @@ class Connection:
         self.connects = 0
         self.reconnects = 0
         self.failed_attempts = 0
-        self.paced_restarts = 0  # restarts refused an immediate reconnect (a storm)
         self.last_reason = ""
         self.connected_since: Optional[float] = None
         self._bytes_closed = 0  # bytes of previous sockets
@@ -249,7 +248,7 @@ class Connection:
         through the backoff (a key refused on arrival cannot start a storm)."""
         reason = scrub(reason)
         logger.info("connection %s: restarting (%s)", self.name, reason)
-        self._skip_backoff = True
+        self._policy.restart()
         self.last_reason = reason
         self._wake.set()
         transport = self._transport
@@ -313,6 +312,11 @@ class Connection:
             self._set_state(ConnState.STREAMING, reason)
 
     @property
+    def paced_restarts(self) -> int:
+        """Restarts refused an immediate reconnect (a storm held off)."""
+        return self._policy.paced_restarts
+
+    @property
     def bytes_in(self) -> int:
         transport = self._transport
         return self._bytes_closed + (transport.bytes_in if transport is not None else 0)
@@ -351,7 +355,7 @@ class Connection:
             logger.exception("state listener failed on %s", self.name)
 
     def _run(self) -> None:
-        attempt = 0
+        policy = self._policy
         reason = "starting"
         try:
             while not self._stop.is_set():
@@ -377,29 +381,22 @@ class Connection:
                     reason, opened_at = self._serve(transport, url)
                 if self._stop.is_set():
                     break
+                held = self._gate.held_for() if self._gate is not None else 0.0
                 if opened_at is not None:
                     self._pacer.reset()
-                    if self._clock() - opened_at >= self._stable_after:
-                        attempt = 0
-                        self._immediate_used = False
-                if self._skip_backoff:
-                    self._skip_backoff = False
-                    if not self._immediate_used:  # one immediate retry, then the backoff
-                        self._immediate_used = True
-                        self._set_state(ConnState.BACKOFF, f"{reason}; reconnecting now")
-                        self._wake.clear()
-                        continue
-                    self.paced_restarts += 1
-                if self._backoff.exhausted(attempt):
-                    reason = f"gave up after {attempt} attempts: {reason}"
+                    decision = policy.after_socket(opened_at, self._clock(), held)
+                else:
+                    decision = policy.after_failure(held)
+                if isinstance(decision, GiveUp):
+                    reason = f"gave up after {decision.attempts} attempts: {reason}"
                     self._terminal = ConnectionLost(reason)
                     break
-                delay = self._backoff.delay(attempt)
-                if self._gate is not None:
-                    delay = max(delay, self._gate.held_for())
-                attempt += 1
-                self._set_state(ConnState.BACKOFF, f"{reason}; retry in {delay:.2f}s")
-                self._backoff_wait(delay)
+                if decision.immediate:
+                    self._set_state(ConnState.BACKOFF, f"{reason}; reconnecting now")
+                    self._wake.clear()
+                    continue
+                self._set_state(ConnState.BACKOFF, f"{reason}; retry in {decision.delay:.2f}s")
+                self._backoff_wait(decision.delay)
         except BaseException as exc:  # a bug in sixmm: log it, never die silently
             logger.exception("connection %s: reader loop crashed", self.name)
             reason = f"internal error: {exc!r}"
@@ -433,20 +430,17 @@ class Connection:
         """Wait ``delay`` seconds; ``stop()`` ends it, and so does a ``restart()`` while the
         one immediate retry is unused."""
         end = time.monotonic() + delay
+        policy = self._policy
         while not self._stop.is_set():
             left = end - time.monotonic()
             if left <= 0:
                 break
             self._wake.wait(left)
             self._wake.clear()
-            if self._skip_backoff and not self._immediate_used:
-                self._skip_backoff = False
-                self._immediate_used = True
+            if policy.cut_short():
                 return
-        if self._skip_backoff:  # a restart waited for the backoff: the next attempt serves it
-            self._skip_backoff = False
-            if not self._stop.is_set():
-                self.paced_restarts += 1
+        if not self._stop.is_set():
+            policy.wait_over()
 
     def _connect_failed(self, error: BaseException, reason: str) -> None:
         """Hold the host on a rate-limit refusal; report the failure to ``on_error``, paced:
