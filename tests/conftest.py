@@ -20,6 +20,14 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("simulation", "the deterministic simulator (tests/test_simulation.py)")
+    group.addoption(
+        "--seeds", type=int, default=None, help="how many seeds (default 2000 or SIXMM_SIM_SEEDS)"
+    )
+    group.addoption("--seed", type=int, default=None, help="replay one seed")
+
+
 def _sixmm_threads() -> List[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("sixmm") and t.is_alive()]
 
