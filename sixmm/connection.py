@@ -27,6 +27,7 @@ from .protocol.redact import scrub
 from .ratelimit import ConnectGate
 from .states import ConnState, check_transition
 from .tap import Tap
+from .threads import OwnedThread
 from .transport import ConnectionClosed, FrameTimeout, Transport
 
 __all__ = ["Connection", "Session"]
@@ -200,11 +201,10 @@ class Connection:
         self._gate = gate
         self._pacer = Pacer(report_pacing)  # connect failures reported to on_error
         self._policy = ReconnectPolicy(backoff, stable_after)  # the reconnect decisions
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._owner = OwnedThread(f"sixmm-{name}", self._run)
+        self._stop = self._owner.stopping
+        self._wake = self._owner.wake
         self._terminal: Optional[BaseException] = None
-        self._thread: Optional[threading.Thread] = None
         self._transport: Optional[Transport] = None
         self._pending: Optional[Transport] = None  # the transport being opened
         self.state = ConnState.IDLE
@@ -222,25 +222,14 @@ class Connection:
 
     def start(self) -> None:
         """Start the reader thread (idempotent)."""
-        with self._lock:
-            if self._thread is not None or self._stop.is_set():
-                return
-            self._thread = threading.Thread(
-                target=self._run, name=f"sixmm-{self.name}", daemon=True
-            )
-            self._thread.start()
+        self._owner.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close the socket and join the thread within ``timeout`` (idempotent; never joins
         itself when called from a callback on this connection's thread)."""
         self._stop.set()
-        self._wake.set()
         self._abort_all()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-            if timeout > 0 and thread.is_alive():
-                logger.warning("connection %s did not stop within %.1fs", self.name, timeout)
+        self._owner.stop(timeout)
 
     def restart(self, reason: str) -> None:
         """Drop the current socket and reconnect, e.g. with a new key: at once the first
@@ -271,8 +260,7 @@ class Connection:
     @property
     def alive(self) -> bool:
         """True while the reader thread runs."""
-        thread = self._thread
-        return thread is not None and thread.is_alive()
+        return self._owner.alive
 
     @property
     def is_open(self) -> bool:

@@ -17,11 +17,11 @@ Thread-safety: ``start``/``stop`` from any thread; ``stop`` never joins itself.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable
 
 from .connection import Connection
+from .threads import OwnedThread
 
 __all__ = ["Heartbeat"]
 
@@ -45,23 +45,18 @@ class Heartbeat:
         self._ping_interval = ping_interval
         self._tick = min(tick, ping_interval)
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._owner = OwnedThread("sixmm-heartbeat", self._run)
+        self._stop = self._owner.stopping
         self._last_ping: Dict[str, float] = {}
         self.pings_sent = 0
 
     def start(self) -> None:
         """Start the thread (idempotent)."""
-        if self._thread is None and not self._stop.is_set():
-            self._thread = threading.Thread(target=self._run, name="sixmm-heartbeat", daemon=True)
-            self._thread.start()
+        self._owner.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop and join within ``timeout`` (idempotent)."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        self._owner.stop(timeout)
 
     def _run(self) -> None:
         while not self._stop.wait(self._tick):

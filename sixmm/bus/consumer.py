@@ -34,6 +34,7 @@ from ..protocol.models import DepthUpdate, convert
 from ..protocol.topics import depth_topic
 from ..states import GapEvent, StateEvent, StreamState
 from ..subscriptions import Callback, Route, Subscription
+from ..threads import OwnedThread
 from .cursor import Cursor, Verdict
 from .format import (
     DEFAULT_PREFIX,
@@ -142,10 +143,10 @@ class _Reader:
         self._block_ms = max(1, int(block * 1000))
         self._idle_after = idle_after
         self._count = count
-        self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._owner = OwnedThread("sixmm-bus-reader", self._run)
+        self._stop = self._owner.stopping
+        self._wake = self._owner.wake
         self._lock = threading.Lock()
-        self._thread: Optional[threading.Thread] = None
         self._feeds: Dict[str, _Feed] = {}
         self._backoff = Backoff(initial=0.1, maximum=2.0)
         self._failures = 0
@@ -159,18 +160,10 @@ class _Reader:
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        with self._lock:
-            if self._thread is not None or self._stop.is_set():
-                return
-            self._thread = threading.Thread(target=self._run, name="sixmm-bus-reader", daemon=True)
-            self._thread.start()
+        self._owner.start()
 
     def stop(self, timeout: float) -> None:
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        self._owner.stop(timeout)
 
     def wake(self) -> None:
         self._wake.set()

@@ -23,6 +23,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 from ..config import Backoff
 from ..errors import ConnectionLost, SixMMError
 from ..protocol import redact
+from ..threads import OwnedThread
 from .format import encode_entry, lease_key, snapshot_key, stream_key, trade_number
 from .lease import PUBLISH_LUA, Lease
 from .redisio import connect, display_url, redis_errors
@@ -91,9 +92,9 @@ class Writer:
         }
         self._lease_key = lease_key(prefix, group)
         self._queue: queue.Queue[Item] = queue.Queue(queue_size)
-        self._stop = threading.Event()
+        self._owner = OwnedThread("sixmm-bus-writer", self._run)
+        self._stop = self._owner.stopping
         self._lock = threading.Lock()
-        self._thread: Optional[threading.Thread] = None
         self._backoff = Backoff(initial=0.1, maximum=2.0)
         self.role = STANDBY
         self._lapsed = False
@@ -152,20 +153,11 @@ class Writer:
 
     def start(self) -> None:
         """Start the writer thread (idempotent)."""
-        with self._lock:
-            if self._thread is not None or self._stop.is_set():
-                return
-            self._thread = threading.Thread(target=self._run, name="sixmm-bus-writer", daemon=True)
-            self._thread.start()
+        self._owner.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Flush what is queued (best effort), give the lease up, join (bounded)."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-            if thread.is_alive():
-                logger.warning("bus writer did not stop within %.1f s", timeout)
+        self._owner.stop(timeout)
 
     def stats(self) -> Dict[str, Any]:
         with self._lock:
