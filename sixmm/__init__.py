@@ -14,6 +14,7 @@ current, the local order books correct and the listenKey fresh::
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from . import gui
 from .config import DEFAULT_REST_URL, DEFAULT_WS_URL, Backoff
@@ -29,7 +30,6 @@ from .errors import (
     SubscriptionError,
     TopicSilent,
 )
-from .manager import StreamManager
 from .orderbook import OrderBook
 from .protocol.liveness import DEFAULT_LIVENESS, Liveness
 from .protocol.models import (
@@ -43,9 +43,27 @@ from .protocol.models import (
     Trade,
     UserEvent,
 )
-from .rest.client import RestClient
 from .states import GapEvent, StateEvent, StreamState
 from .subscriptions import Subscription
+
+if TYPE_CHECKING:
+    from .manager import StreamManager
+    from .rest.client import RestClient
+
+# The facade and the REST client (websocket and HTTP I/O: they import requests) load on first
+# use, so the pure core (``sixmm.protocol``) imports without them installed.
+_LAZY = {"StreamManager": ".manager", "RestClient": ".rest.client"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sixmm' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 __version__ = "0.1.0"
 
