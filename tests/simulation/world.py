@@ -43,7 +43,7 @@ STALE_AFTER = 8.0
 BACKOFF = Backoff(initial=0.2, maximum=4.0)
 LIVENESS = Liveness(depth=6.0)
 PING_INTERVAL = 2.0
-FAULT_SECONDS = 90.0
+FAULT_SECONDS = 60.0
 #: after the faults stop, everything desired must be streaming within this many seconds
 SETTLE_BOUND = 60.0
 
@@ -111,14 +111,15 @@ class Market:
     def step(self, s: str) -> Dict[str, Any]:
         """One update of ``s``'s book: its depth ``data`` (versions start..end)."""
         rng = self.rng
+        rand = rng.random
         start = self.version[s] + 1
-        end = start + rng.randint(0, 2)
+        end = start + int(rand() * 3)
         bids: List[List[str]] = []
         asks: List[List[str]] = []
         for side, out, lo, hi in ((self.bids[s], bids, 90, 99), (self.asks[s], asks, 101, 110)):
-            for _ in range(rng.randint(1, 3)):
-                price = f"{rng.randint(lo, hi)}.0"
-                qty = "0" if (price in side and rng.random() < 0.3) else f"{rng.randint(1, 9)}.0"
+            for _ in range(1 + int(rand() * 3)):
+                price = f"{lo + int(rand() * (hi - lo + 1))}.0"
+                qty = "0" if (price in side and rand() < 0.3) else f"{1 + int(rand() * 9)}.0"
                 if qty == "0":
                     side.pop(price, None)
                 else:
