@@ -608,3 +608,28 @@ def test_untrack_leaves_anything_but_book_entries_tracked() -> None:
     assert gc.is_tracked(mixed)
     with pytest.raises(TypeError):
         _bookside.untrack(())
+
+
+@needs_c
+def test_a_c_snapshot_load_never_tracks_an_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A resync storm loads hundreds of snapshots in a burst: the C load makes its entries
+    # untracked from the start (the pure code's are tracked until the side is loaded), with
+    # the pure code's result, the odd levels (zero, repeated, other spelling) included.
+    from sixmm.protocol.book import _BookSide
+
+    seen: List[Tuple[bool, int]] = []
+    original = _BookSide._loaded
+
+    def loaded(side: Any) -> None:  # before the end-of-load untrack
+        seen.append((side is fast._bids, sum(gc.is_tracked(e) for e in side.by_str.values())))
+        original(side)
+
+    monkeypatch.setattr(_BookSide, "_loaded", loaded)
+    levels = [(f"{100 + i}.5", "1") for i in range(3000)]
+    odd = [("50.5", "0"), ("99.5", "2"), ("99.5", "3"), ("98.50", "1"), ("98.5", "4")]
+    fast, pure = pair()
+    for book in (fast, pure):
+        book.apply(msg("snapshot", 1, levels + odd, [(f"{9000 + i}.5", "1") for i in range(9)]))
+    assert (True, 0) in seen and (False, 3002) in seen  # bids of the C book / the pure one
+    assert state(fast) == state(pure) and fast.top(20) == pure.top(20)
+    assert not any(gc.is_tracked(e) for e in fast._bids.by_str.values())

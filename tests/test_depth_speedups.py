@@ -426,3 +426,20 @@ def test_the_c_level_pairs_are_not_tracked_by_the_gc() -> None:
     assert not any(gc.is_tracked(pair) for pair in got)
     # a price in a known dict that the pattern refuses is accepted, as by the pure code
     assert check([["1e5", "2"]], {"1e5": None}) == [("1e5", "2")]
+
+
+@needs_c
+def test_the_raw_level_lists_leave_the_cyclic_gc_and_nothing_else_does() -> None:
+    # A snapshot's [price, qty] lists hold two str: untracked by the C level check, so the
+    # collections that parsing and loading it trigger never walk or promote them (issue 16's
+    # resync storm). Anything else keeps its tracking; the result is the pure code's.
+    raw = [[f"{100 + i}.5", "1.25"] for i in range(2000)]
+    odd: List[Any] = [["1.5", []], ["2.5", "1", "3"]]
+    assert all(gc.is_tracked(level) for level in raw)
+    copy = [list(level) for level in raw]
+    got = c_levels()(raw, frozenset())
+    assert not any(gc.is_tracked(level) for level in raw)
+    assert got == pure_levels(copy, frozenset())[1]
+    assert c_levels()(odd, frozenset()) is None  # the pure code's case, tracking untouched
+    assert all(gc.is_tracked(level) for level in odd)
+    assert all(gc.is_tracked(level) for level in copy)  # the pure code never untracks

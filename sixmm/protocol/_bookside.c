@@ -51,6 +51,7 @@ enum { E_PRICE = 0, E_QTY = 1, E_PAIR = 2, E_KEY = 3, E_PRICE_DEC = 4, E_SIZE = 
 
 static PyObject *str_fast, *str_exact;
 static PyObject *str_set, *str_remove_other, *str_update, *str_best;
+static PyObject *str_load, *str_load_levels, *str_loaded;
 static PyObject *decimal_type, *bisect_left_fn, *insort_fn;
 
 /* -- small helpers --------------------------------------------------------------------- */
@@ -513,6 +514,153 @@ bookside_update(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* -- load(levels): a snapshot ------------------------------------------------------------
+ * _BookSide.load(side, levels) with its common case in C: clear the side, then per level a new
+ * price string of at most 15 characters with a non-zero quantity whose float key is not in the
+ * side yet (every level of an ordinary snapshot) becomes an entry created UNTRACKED by the
+ * cyclic GC and goes into by_key, then by_str, as _set(price, qty, False) would put it. Any
+ * other level (a zero quantity, a repeated price string, another spelling of a level already
+ * loaded, a long price, exact-key mode, a level that is not two exact str) goes to the pure
+ * side._load_levels((level,)), in order; side._loaded() sorts the keys at the end. Why: a
+ * resync storm loads hundreds of snapshots in a burst; 2,000 tracked entry lists per snapshot
+ * (the pure code's, untracked only once the side is loaded) were what the young generations
+ * kept promoting, so full collections of the whole heap came every few snapshots. */
+
+static int
+load_pure(Side *s, PyObject *level)
+{
+    PyObject *one = PyTuple_Pack(1, level);
+    if (one == NULL)
+        return -1;
+    int rc = call_method(s->side, str_load_levels, one, NULL, NULL);
+    Py_DECREF(one);
+    return rc;
+}
+
+/* One snapshot level: 0, or -1 with an exception set. *exact is book._exact, re-read after any
+ * call into Python (which may switch the book to exact keys). */
+static int
+load_level(Side *s, PyObject *level, int *exact)
+{
+    PyObject *price, *qty, *key, *entry;
+    int rc;
+    if (PyTuple_CheckExact(level) && PyTuple_GET_SIZE(level) == 2) {
+        price = PyTuple_GET_ITEM(level, 0);
+        qty = PyTuple_GET_ITEM(level, 1);
+    } else if (PyList_CheckExact(level) && PyList_GET_SIZE(level) == 2) {
+        price = PyList_GET_ITEM(level, 0);
+        qty = PyList_GET_ITEM(level, 1);
+    } else {
+        goto pure;
+    }
+    if (*exact || !PyUnicode_CheckExact(price) || !PyUnicode_CheckExact(qty))
+        goto pure;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(price) < 0)
+        return -1;
+#endif
+    if (PyUnicode_GET_LENGTH(price) > SHORT_PRICE)
+        goto pure;
+    rc = qty_nonzero(qty);
+    if (rc < 0)
+        return -1;
+    if (!rc)
+        goto pure;
+    rc = PyDict_Contains(s->by_str, price);
+    if (rc < 0)
+        return -1;
+    if (rc)
+        goto pure;
+    Py_INCREF(price);
+    Py_INCREF(qty);
+    rc = -1;
+    key = float_key(s, price);
+    if (key == NULL)
+        goto done;
+    int present = PyDict_Contains(s->by_key, key);
+    if (present != 0) {
+        Py_DECREF(key);
+        if (present > 0) {
+            Py_DECREF(price);
+            Py_DECREF(qty);
+            goto pure;
+        }
+        goto done;
+    }
+    entry = PyList_New(E_SIZE);
+    if (entry == NULL) {
+        Py_DECREF(key);
+        goto done;
+    }
+    PyObject_GC_UnTrack(entry); /* before anything else allocates: never seen by the GC */
+    Py_INCREF(price);
+    PyList_SET_ITEM(entry, E_PRICE, price);
+    Py_INCREF(qty);
+    PyList_SET_ITEM(entry, E_QTY, qty);
+    Py_INCREF(Py_None);
+    PyList_SET_ITEM(entry, E_PAIR, Py_None);
+    PyList_SET_ITEM(entry, E_KEY, key); /* steals */
+    Py_INCREF(Py_None);
+    PyList_SET_ITEM(entry, E_PRICE_DEC, Py_None);
+    if (PyDict_SetItem(s->by_key, key, entry) == 0 && PyDict_SetItem(s->by_str, price, entry) == 0)
+        rc = 0;
+    Py_DECREF(entry);
+done:
+    Py_DECREF(price);
+    Py_DECREF(qty);
+    return rc;
+pure:
+    rc = load_pure(s, level);
+    if (rc == 0) {
+        *exact = book_exact(s);
+        if (*exact < 0)
+            return -1;
+    }
+    return rc;
+}
+
+PyDoc_STRVAR(load_doc,
+"load(side, levels)\n--\n\n"
+"_BookSide.load(side, levels), a snapshot, with the common case in C (see book.py).");
+
+static PyObject *
+bookside_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Side s;
+    PyObject *levels, *level;
+    int rc, exact;
+    (void)module;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "load() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    levels = args[1];
+    rc = side_open(&s, args[0]);
+    if (rc != 0 || !PyList_CheckExact(levels)) {
+        if (rc == 0)
+            side_close(&s);
+        return rc < 0 ? NULL : PyObject_CallMethodObjArgs(args[0], str_load, levels, NULL);
+    }
+    /* what load() does first: by_str.clear(); by_key.clear(); keys.clear() */
+    PyDict_Clear(s.by_str);
+    PyDict_Clear(s.by_key);
+    rc = PyList_SetSlice(s.keys, 0, PyList_GET_SIZE(s.keys), NULL);
+    exact = rc < 0 ? -1 : book_exact(&s);
+    rc = exact < 0 ? -1 : 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(levels); i++) {
+        level = PyList_GET_ITEM(levels, i);
+        Py_INCREF(level);
+        rc = load_level(&s, level, &exact);
+        Py_DECREF(level);
+    }
+    if (rc == 0)
+        rc = call_method(s.side, str_loaded, NULL, NULL, NULL);
+    side_close(&s);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 /* -- best(n) ------------------------------------------------------------------------------ */
 
 /* The entry's (Decimal price, Decimal qty), built once per change: a new reference or NULL.
@@ -706,6 +854,7 @@ static PyMethodDef bookside_methods[] = {
     {"untrack", (PyCFunction)bookside_untrack, METH_O, untrack_doc},
     {"update", (PyCFunction)(void (*)(void))bookside_update, METH_FASTCALL, update_doc},
     {"best", (PyCFunction)(void (*)(void))bookside_best, METH_FASTCALL, best_doc},
+    {"load", (PyCFunction)(void (*)(void))bookside_load, METH_FASTCALL, load_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -745,7 +894,9 @@ PyInit__bookside(void)
     if (intern(&str_fast, "_fast") < 0 || intern(&str_exact, "_exact") < 0 ||
         intern(&str_set, "_set") < 0 ||
         intern(&str_remove_other, "_remove_other_spelling") < 0 ||
-        intern(&str_update, "update") < 0 || intern(&str_best, "best") < 0)
+        intern(&str_update, "update") < 0 || intern(&str_best, "best") < 0 ||
+        intern(&str_load, "load") < 0 || intern(&str_load_levels, "_load_levels") < 0 ||
+        intern(&str_loaded, "_loaded") < 0)
         return NULL;
     if (import_attr(&decimal_type, "decimal", "Decimal") < 0 ||
         import_attr(&bisect_left_fn, "bisect", "bisect_left") < 0 ||
