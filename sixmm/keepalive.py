@@ -9,6 +9,10 @@ Keys are created through the process-wide limiter (:mod:`sixmm.ratelimit`, kind
 arrival") is replaced once at once, then only after the backoff: a failing key service cannot
 start a storm. Rules from PROTOCOL.md §5 and §8. The key itself never appears in logs or status
 texts: every server-provided text is scrubbed (:func:`sixmm.protocol.redact.scrub`).
+
+Every decision (schedule, transient vs gone, pacing, holds, giving up, counters, status texts)
+is made by the pure :class:`sixmm.protocol.listenkey.ListenKeyMachine`; this module is its
+shell: the thread, the lock, the clock, the limiter and the REST calls.
 """
 
 from __future__ import annotations
@@ -18,8 +22,15 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional
 
-from sixmm.config import DEFAULT_LISTEN_KEY_RENEW_INTERVAL, DEFAULT_REPORT_PACING, Backoff
+from sixmm.config import DEFAULT_LISTEN_KEY_RENEW_INTERVAL, Backoff
 from sixmm.errors import AuthError, ConnectionLost
+from sixmm.protocol.listenkey import (
+    DEAD_KEYS_REPORT_AFTER,
+    ActionKind,
+    Created,
+    FailKind,
+    ListenKeyMachine,
+)
 from sixmm.protocol.redact import remember, scrub
 from sixmm.protocol.rest import is_transient
 from sixmm.ratelimit import host_of, limiter
@@ -31,9 +42,7 @@ logger = logging.getLogger(__name__)
 
 _THREAD_NAME = "sixmm-listenkey"
 
-
-#: fresh keys refused in a row before ``on_status("dead_on_arrival", ...)`` first fires
-DEAD_KEYS_REPORT_AFTER = 3
+__all__ += ["DEAD_KEYS_REPORT_AFTER"]  # re-exported: it lives with the machine
 
 
 def _describe(error: BaseException) -> str:
@@ -71,46 +80,27 @@ class ListenKeyKeeper:
         on_fatal: Callable[[BaseException], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if renew_interval <= 0:
-            raise ValueError("renew_interval must be > 0")
+        self._machine = ListenKeyMachine(renew_interval=renew_interval, backoff=backoff)
         self._rest = rest
         self._interval = renew_interval
-        self._backoff = backoff
         self._on_new_key = on_new_key
         self._on_status = on_status
         self._on_fatal = on_fatal
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the machine
         self._start_lock = threading.Lock()
         self._stop_event = threading.Event()
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self._key: Optional[str] = None
-        self._stopped = False
-        self._fatal: Optional[BaseException] = None
-        # Work requested from other threads, consumed by the keeper thread.
-        self._check_reason: Optional[str] = None
-        self._renew_requested = False
-        # Schedule (keeper clock) and counters.
-        self._next_renew_at: Optional[float] = None
-        self._last_ok_at: Optional[float] = None
-        self._failures = 0  # consecutive failed attempts (renew or re-create)
-        self._need_new_key = False
-        self._renewals = 0
-        self._renew_failures = 0
-        self._recreations = 0
+        self._stopped = False  # stop() was called (also before start)
         base_url = getattr(rest, "base_url", None)  # None: a stand-in client, no limiter
         self._host = host_of(base_url) if isinstance(base_url, str) and base_url else None
-        self._unproven = False  # the current key was created and not yet accepted by a stream
-        self._dead_in_row = 0  # fresh keys refused on arrival, in a row
-        self._dead_total = 0
-        self._paced_creations = 0  # creations delayed by the backoff (a storm held off)
 
     def __repr__(self) -> str:
         with self._lock:
             state = (
                 "fatal"
-                if self._fatal
+                if self._machine.fatal
                 else "stopped"
                 if self._stopped
                 else ("running" if self._thread is not None else "new")
@@ -123,7 +113,7 @@ class ListenKeyKeeper:
     def key(self) -> Optional[str]:
         """The current listenKey (``None`` before ``start()`` and after ``stop()``)."""
         with self._lock:
-            return self._key
+            return self._machine.key
 
     def start(self) -> str:
         """Create the key (``AuthError``/``ApiError`` propagate) and start the thread.
@@ -134,17 +124,15 @@ class ListenKeyKeeper:
             with self._lock:
                 if self._stopped:
                     raise RuntimeError("ListenKeyKeeper was stopped; create a new one")
-                if self._thread is not None and self._key is not None:
-                    return self._key
+                key = self._machine.key
+                if self._thread is not None and key is not None:
+                    return key
             key = self._create(None)
             now = self._clock()
             with self._lock:
                 stopped = self._stopped
                 if not stopped:
-                    self._key = key
-                    self._unproven = True
-                    self._last_ok_at = now
-                    self._next_renew_at = now + self._interval
+                    self._machine.created(key, now)
                     thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
                     self._thread = thread
                     thread.start()  # under the lock: stop() never sees an unstarted thread
@@ -171,6 +159,7 @@ class ListenKeyKeeper:
             if self._stopped:
                 return
             self._stopped = True
+            self._machine.stop()
             thread = self._thread
         self._stop_event.set()
         self._wake.set()
@@ -179,9 +168,8 @@ class ListenKeyKeeper:
             if thread.is_alive():
                 logger.warning("listenKey thread did not stop within %.1fs", timeout / 2)
         with self._lock:
-            key, self._key = self._key, None
-            fatal = self._fatal is not None
-        if key is not None and not fatal:
+            key = self._machine.release_key()
+        if key is not None:
             left = deadline - time.monotonic()
             if left > 0.01:
                 self._close_quietly(key, "stop", timeout=left)
@@ -194,201 +182,123 @@ class ListenKeyKeeper:
         """The private stream was refused for auth: check the key over REST (renew, else
         re-create). Returns at once; the check runs on the keeper thread."""
         with self._lock:
-            if self._stopped or self._fatal is not None:
+            if self._machine.ended:
                 return
-            self._check_reason = reason or "private stream refused"
+            self._machine.key_rejected(reason, self._clock())
+        logger.info(
+            "private stream refused (%s); checking the listenKey",
+            scrub(reason or "private stream refused"),
+        )
         self._wake.set()
 
     def key_accepted(self) -> None:
         """The private stream authenticated with the current key: it is not dead on arrival."""
         with self._lock:
-            self._unproven = False
-            self._dead_in_row = 0
+            self._machine.key_accepted()
 
     def renew_now(self) -> None:
         """Renew immediately (on the keeper thread) instead of waiting for the schedule."""
         with self._lock:
-            if self._stopped or self._fatal is not None:
-                return
-            self._renew_requested = True
+            self._machine.renew_now()
         self._wake.set()
 
     def stats(self) -> Dict[str, Any]:
-        """Counters and timing: renewals, renew_failures, recreations, last_renew_ok (seconds
-        since the last successful create/renew, or None), next_renew_in (seconds, or None)."""
+        """Counters and timing: renewals, renew_failures, recreations, consecutive_failures,
+        last_renew_ok (seconds since the last successful create/renew, or None),
+        next_renew_in (seconds, or None), has_key, fatal, dead_on_arrival(_in_row),
+        paced_creations."""
         now = self._clock()
         with self._lock:
-            return {
-                "renewals": self._renewals,
-                "renew_failures": self._renew_failures,
-                "recreations": self._recreations,
-                "consecutive_failures": self._failures,
-                "last_renew_ok": None if self._last_ok_at is None else now - self._last_ok_at,
-                "next_renew_in": (
-                    None
-                    if self._next_renew_at is None or self._stopped or self._fatal is not None
-                    else max(0.0, self._next_renew_at - now)
-                ),
-                "has_key": self._key is not None,
-                "fatal": self._fatal is not None,
-                "dead_on_arrival": self._dead_total,
-                "dead_on_arrival_in_row": self._dead_in_row,
-                "paced_creations": self._paced_creations,
-            }
+            return self._machine.stats(now)
 
     # ----------------------------------------------------------------- keeper thread
 
     def _run(self) -> None:
-        self._emit_status("created", "listenKey created")
         try:
             while True:
                 self._wake.clear()
-                if self._stop_event.is_set():
-                    return
-                with self._lock:
-                    check_reason, self._check_reason = self._check_reason, None
-                    renew_requested, self._renew_requested = self._renew_requested, False
-                    due_at = self._next_renew_at
+                self._flush()
                 now = self._clock()
-                if check_reason is not None:
-                    logger.info("private stream refused (%s); checking the listenKey", check_reason)
                 with self._lock:
-                    paced = self._need_new_key and due_at is not None and now < due_at
-                if paced:  # a new key is due after the backoff: a refusal cannot hurry it
-                    check_reason = None
-                if check_reason is not None or renew_requested or due_at is None or now >= due_at:
-                    if not self._work():
-                        return
+                    action = self._machine.next_action(now)
+                    deadline = self._machine.next_deadline()
+                if action.kind is ActionKind.CLOSE:  # a replaced key: closed even when stopping
+                    if action.key is not None:
+                        self._close_quietly(action.key, "replaced")
+                    with self._lock:
+                        self._machine.old_key_closed()
                     continue
-                self._wake.wait(max(0.0, due_at - now))
+                if self._stop_event.is_set() or action.kind is ActionKind.END:
+                    return
+                if action.kind is ActionKind.WAIT:
+                    self._wake.wait(None if deadline is None else max(0.0, deadline - now))
+                elif action.kind is ActionKind.RENEW:
+                    self._renew(action.key)
+                else:
+                    self._recreate()
         except Exception as exc:  # a bug: say so loudly rather than die silently
             logger.exception("listenKey keeper thread crashed")
-            self._go_fatal(exc)
+            with self._lock:
+                self._machine.crashed(_describe(exc))
+            self._flush(exc)
         finally:
             logger.debug("listenKey keeper thread exits")
 
-    def _work(self) -> bool:
-        """Renew (or re-create) once; return False when the thread must end."""
+    def _flush(self, error: Optional[BaseException] = None) -> None:
+        """Hand the machine's notices to ``on_status`` (and ``on_fatal`` after a fatal)."""
         with self._lock:
-            need_new = self._need_new_key
-        if need_new:
-            return self._recreate()
-        return self._renew()
+            notices = self._machine.drain()
+        for kind, text in notices:
+            self._emit_status(kind, text)
+            if kind == "fatal" and error is not None:
+                self._call("on_fatal", self._on_fatal, error)
 
-    def _renew(self) -> bool:
-        key = self.key
+    def _renew(self, key: Optional[str]) -> None:
         if key is None:
-            return False
+            return
         held = 0.0 if self._host is None else limiter().held_for(self._host)
         if held > 0:  # Retry-After from this host: no call before it ends
             with self._lock:
-                self._next_renew_at = self._clock() + held
-            return True
+                self._machine.held(self._clock() + held)
+            return
         try:
             self._rest.renew_listen_key(key, max_retries=0)
         except AuthError as exc:
-            self._go_fatal(exc)
-            return False
+            with self._lock:
+                self._machine.renew_failed(FailKind.AUTH, _describe(exc), self._clock())
+            self._flush(exc)
+            return
         except Exception as exc:
             if self._stop_event.is_set():
-                return False
-            if is_transient(exc):
-                self._failed(f"renewal failed: {_describe(exc)}")
-                return True
-            reason = _describe(exc)
+                return
+            kind = FailKind.TRANSIENT if is_transient(exc) else FailKind.GONE
             with self._lock:
-                self._need_new_key = True
-                dead = self._unproven
-                if dead:
-                    self._unproven = False
-                    self._dead_in_row += 1
-                    self._dead_total += 1
-                in_row = self._dead_in_row
-                delay = 0.0 if in_row <= 1 else self._backoff.delay(in_row - 2)
-                if delay > 0:
-                    self._paced_creations += 1
-                self._next_renew_at = self._clock() + delay  # at once the first time
-            if not dead:
-                logger.warning(
-                    "listenKey renewal says the key is gone (%s); creating a new one", reason
-                )
-                return True
-            logger.warning(
-                "listenKey refused on arrival (%d in a row: %s); a new one in %.1fs",
-                in_row,
-                reason,
-                delay,
-            )
-            every = DEFAULT_REPORT_PACING.every
-            n = in_row - DEAD_KEYS_REPORT_AFTER
-            if n >= 0 and n % every == 0:
-                self._emit_status(
-                    "dead_on_arrival",
-                    f"{in_row} fresh listenKeys in a row were refused on arrival ({reason}); "
-                    "creating new ones with backoff",
-                )
-            return True
-        now = self._clock()
+                self._machine.renew_failed(kind, _describe(exc), self._clock())
+            return
         with self._lock:
-            self._renewals += 1
-            self._failures = 0
-            self._last_ok_at = now
-            self._next_renew_at = now + self._interval
-        logger.debug("listenKey renewed; next renewal in %.0fs", self._interval)
-        self._emit_status("renewed", "listenKey renewed")
-        return True
+            self._machine.renewed(self._clock())
 
-    def _recreate(self) -> bool:
+    def _recreate(self) -> None:
         try:
             new_key = self._create(0)
         except AuthError as exc:
-            self._go_fatal(exc)
-            return False
+            with self._lock:
+                self._machine.create_failed(FailKind.AUTH, _describe(exc), self._clock())
+            self._flush(exc)
+            return
         except Exception as exc:
             if self._stop_event.is_set():
-                return False
-            self._failed(f"could not create a new listenKey: {_describe(exc)}")
-            return True
-        now = self._clock()
+                return
+            with self._lock:
+                self._machine.create_failed(FailKind.TRANSIENT, _describe(exc), self._clock())
+            return
         with self._lock:
-            stopped = self._stopped
-            old_key = self._key
-            if not stopped:
-                self._key = new_key
-                self._unproven = True
-                self._need_new_key = False
-                self._recreations += 1
-                self._failures = 0
-                self._last_ok_at = now
-                self._next_renew_at = now + self._interval
-        if stopped:  # stop() ran meanwhile: do not leave the new key alive
+            outcome = self._machine.created(new_key, self._clock())
+        if outcome is Created.DISCARD:  # stop() ran meanwhile: do not leave the new key alive
             self._close_quietly(new_key, "stopped while re-creating")
-            return False
-        logger.warning("listenKey re-created; the private stream must reconnect")
-        self._emit_status("recreated", "listenKey was gone; a new one was created")
+            return
+        self._flush()
         self._call("on_new_key", self._on_new_key, new_key)
-        if old_key is not None and old_key != new_key:
-            self._close_quietly(old_key, "replaced")
-        return True
-
-    def _failed(self, reason: str) -> None:
-        with self._lock:
-            attempt = self._failures
-            self._failures += 1
-            self._renew_failures += 1
-            delay = self._backoff.delay(attempt)
-            self._next_renew_at = self._clock() + delay
-        logger.warning("listenKey %s; retry %d in %.1fs", reason, attempt + 1, delay)
-        self._emit_status("renew_failed", f"{reason}; retrying in {delay:.1f}s")
-
-    def _go_fatal(self, error: BaseException) -> None:
-        with self._lock:
-            self._fatal = error
-            self._next_renew_at = None
-        logger.error("listenKey keeper gives up: %s", _describe(error))
-        what = "credentials rejected" if isinstance(error, AuthError) else "keeper failed"
-        self._emit_status("fatal", f"{what}: {_describe(error)}")
-        self._call("on_fatal", self._on_fatal, error)
 
     # ----------------------------------------------------------------- helpers
 
