@@ -301,7 +301,7 @@ class ListenKeyMachine:
                 "creating new ones with backoff",
             )
 
-    def key_rejected(self, reason: str = "", now: float = 0.0) -> None:
+    def key_rejected(self, reason: str, now: float) -> None:
         """The private stream was refused for auth: check the key (renew, else re-create).
         Ignored while a paced creation waits for its deadline."""
         if self.ended:
