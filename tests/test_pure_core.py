@@ -52,6 +52,7 @@ def test_engines_import_without_websocket_client_or_requests() -> None:
         sys.meta_path.insert(0, Block())
         import sixmm.protocol.public_engine, sixmm.protocol.user_engine
         import sixmm.protocol.reconnect, sixmm.protocol.framing, sixmm.protocol.handshake
+        import sixmm.protocol.listenkey
         import sixmm.protocol.liveness, sixmm.protocol.book, sixmm.protocol.depth
         loaded = sorted(m for m in sys.modules
                         if m.split(".")[0] in {"websocket", "requests", "urllib3", "aiohttp"})

@@ -19,9 +19,10 @@ from .helpers import wait_until
 def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("rec") / "gap.jsonl"
     trades: List[Any] = []
-    with Sandbox(port=0, seed=21) as sb, StreamManager(
-        sb.ws_url, record=str(path), backoff=Backoff(initial=0.05, maximum=0.2)
-    ) as s:
+    with (
+        Sandbox(port=0, seed=21) as sb,
+        StreamManager(sb.ws_url, record=str(path), backoff=Backoff(initial=0.05, maximum=0.2)) as s,
+    ):
         book = s.order_book("BTCUSDT")
         s.trades("BTCUSDT", trades.append)
         assert book.wait_synced(10)
