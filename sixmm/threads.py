@@ -1,12 +1,15 @@
 """The one way sixmm owns a thread: named, started once, stopped within a bound, never joined
 by itself.
 
-Every background thread of sixmm (connection readers, the heartbeat, the listenKey keeper,
-the bus reader and writer) is an :class:`OwnedThread` held by exactly one owner, which calls
-:meth:`~OwnedThread.start` and :meth:`~OwnedThread.stop`. ``stop`` sets the shared ``stopping``
-event (the thread's loop watches it, or waits on it instead of sleeping), wakes the thread,
-and joins it for at most ``timeout`` seconds -- unless it is called on the thread itself (a
-user callback calling ``manager.stop()``), where joining would deadlock.
+The connection readers, the heartbeat and the bus reader and writer are each an
+:class:`OwnedThread` held by exactly one owner, which calls :meth:`~OwnedThread.start` and
+:meth:`~OwnedThread.stop` (the listenKey keeper, the recorder, replay and the dispatcher's
+workers still start their threads by hand, in the same shape; moving them is pending).
+
+``stop`` sets the shared ``stopping`` event (the thread's loop watches it, or waits on it
+instead of sleeping), wakes the thread, and joins it for at most ``timeout`` seconds --
+unless it is called on the thread itself (a user callback calling ``manager.stop()``), where
+joining would deadlock.
 
 Thread-safety: ``start``/``stop``/``alive`` from any thread.
 """
