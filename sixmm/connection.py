@@ -20,12 +20,12 @@ from typing import Any, Callable, Deque, Dict, Optional
 from .config import DEFAULT_REPORT_PACING, Backoff, ReportPacing
 from .errors import AuthError, ConnectionLost, HandshakeRejected, ProtocolError
 from .pacing import Pacer
-from .protocol.engine import Close, Fail, Report, Restart, Send, Streaming
+from .protocol.engine import Close, Fail, Gap, Ready, Report, Restart, Send, Streaming
 from .protocol.framing import CLOSE_NORMAL, FrameError
 from .protocol.reconnect import GiveUp, ReconnectPolicy
 from .protocol.redact import scrub
 from .ratelimit import ConnectGate
-from .states import ConnState, check_transition
+from .states import ConnState, GapEvent, check_transition
 from .tap import Tap
 from .threads import OwnedThread
 from .transport import ConnectionClosed, FrameTimeout, Transport
@@ -53,9 +53,11 @@ class Session:
     def __init__(
         self,
         report: Callable[[BaseException], None],
+        on_gap: Callable[[str, GapEvent], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._report_error = report
+        self._on_gap = on_gap
         self._clock = clock
         self.lock = threading.RLock()
         self._inbox: Deque[Callable[[], Any]] = collections.deque()
@@ -93,11 +95,16 @@ class Session:
         self.pump()
 
     def on_tick(self, conn: Connection, now: float) -> None:
-        """Called about once a second (the heartbeat): the engine's deadlines."""
+        """Called about once a second (the heartbeat): the engine's deadlines. The deadline
+        is read under the lock too: the reader may be changing what it is computed from."""
         engine = self.engine
-        deadline = engine.next_deadline()
-        if deadline is not None and now >= deadline:
-            self.submit(lambda: engine.tick(now, conn.last_rx))
+
+        def tick() -> None:
+            deadline = engine.next_deadline()
+            if deadline is not None and now >= deadline:
+                engine.tick(now, conn.last_rx)
+
+        self.submit(tick)
 
     def ping_text(self) -> str:
         return str(self.engine.ping_text())
@@ -144,9 +151,13 @@ class Session:
             raise ConnectionClosed(close)
 
     def on_action(self, conn: Connection, action: Any) -> None:
-        """The actions particular to a session (subclasses)."""
+        """The actions that are not about the socket (subclasses add their own)."""
         cls = action.__class__
-        if cls is Restart:
+        if cls is Ready:
+            action.route.ready.set()
+        elif cls is Gap:
+            self._on_gap(conn.name, GapEvent(action.topic, action.start, action.end))
+        elif cls is Restart:
             conn.restart(action.reason)
         elif cls is Fail:
             conn.fail(action.error)

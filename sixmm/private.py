@@ -28,7 +28,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from .connection import Connection, Session
 from .dispatch import Dispatcher
 from .errors import AuthError
-from .protocol.engine import Gap, KeyAccepted, KeyRejected, Ready
+from .protocol.engine import KeyAccepted, KeyRejected
 from .protocol.events import Event
 from .protocol.frames import RequestIds, decode
 from .protocol.redact import remember
@@ -69,13 +69,12 @@ class UserSession(Session):
         auth_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(report, clock)
+        super().__init__(report, on_gap, clock)
         self._ws_url = ws_url
         self._rest = rest
         self._keeper = keeper
         self.route = route
         self._dispatcher = dispatcher
-        self._on_gap = on_gap
         self.engine = UserEngine(
             route,
             ids=ids,
@@ -123,11 +122,7 @@ class UserSession(Session):
 
     def on_action(self, conn: Connection, action: Any) -> None:
         cls = action.__class__
-        if cls is Ready:
-            action.route.ready.set()
-        elif cls is Gap:
-            self._on_gap(conn.name, GapEvent(action.topic, action.start, action.end))
-        elif cls is KeyRejected:
+        if cls is KeyRejected:
             if self._keeper is not None:
                 self._keeper.key_rejected(action.reason)
         elif cls is KeyAccepted:

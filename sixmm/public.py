@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .connection import Connection, Session
 from .dispatch import Dispatcher
-from .protocol.engine import Gap, Ready, Refused, TopicNotice
+from .protocol.engine import Refused, TopicNotice
 from .protocol.events import Event
 from .protocol.frames import RequestIds, decode
 from .protocol.liveness import DEFAULT_LIVENESS, Liveness
@@ -48,10 +48,9 @@ class PublicSession(Session):
         liveness: Liveness = DEFAULT_LIVENESS,
         on_topic_event: Optional[Callable[[str, str, str], None]] = None,
     ) -> None:
-        super().__init__(report, clock)
+        super().__init__(report, on_gap, clock)
         self._url = url
         self._dispatcher = dispatcher
-        self._on_gap = on_gap
         self._on_failed = on_failed
         self._on_topic_event = on_topic_event  # (connection, topic, reason) -> on_state
         self.engine = PublicEngine(
@@ -102,11 +101,7 @@ class PublicSession(Session):
 
     def on_action(self, conn: Connection, action: Any) -> None:
         cls = action.__class__
-        if cls is Ready:
-            action.route.ready.set()
-        elif cls is Gap:
-            self._on_gap(conn.name, GapEvent(action.topic, action.start, action.end))
-        elif cls is Refused:
+        if cls is Refused:
             route = action.route
             if route.session is self:
                 route.session = None

@@ -442,3 +442,36 @@ def test_stats_shape(sandbox: Sandbox) -> None:
     assert -1000 < topic["lag_ms"] < 5000  # sandbox and client share the clock
     assert stats["books"]["BTCUSDT"]["synced"] is True
     assert "depth" in stats["dispatcher"]
+
+
+def test_a_subscribe_never_waits_for_a_busy_inline_callback(sandbox: Sandbox) -> None:
+    """The reader holds its session's lock while an inline callback runs; a subscribe from
+    another thread on the same connection returns at once (queued), and goes out as soon as
+    the callback returns -- no deadlock, no waiting on the lock."""
+    entered, release = threading.Event(), threading.Event()
+    returned: List[bool] = []
+
+    def slow(trade: Any) -> None:
+        entered.set()
+        release.wait(10)
+
+    with StreamManager(sandbox.ws_url, **{**FAST, "stale_after": 30.0}) as streams:
+        try:
+            streams.trades("BTCUSDT", slow)
+            assert entered.wait(10)
+            subs: List[Any] = []
+
+            def other() -> None:
+                subs.append(streams.trades("ETHUSDT", lambda t: None))
+                returned.append(not release.is_set())  # returned while the callback blocks
+
+            worker = threading.Thread(target=other)
+            worker.start()
+            worker.join(5)
+            assert returned == [True]
+            assert not subs[0].ready  # queued behind the busy reader, not yet acknowledged
+        finally:
+            release.set()
+        assert subs[0].wait_ready(10)
+        assert "market.trade.ETHUSDT" in subscribed_topics(sandbox)
+        assert len(streams.stats()["connections"]) == 1  # both on the same connection
