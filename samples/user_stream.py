@@ -20,37 +20,46 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import threading
 from typing import Optional
 from urllib.parse import urlsplit
 
 import sixmm
 
+_print_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one whole line: callbacks and state events come from several threads (the
+    stream's reader and the listenKey keeper), and two bare prints can interleave."""
+    with _print_lock:
+        print(line, flush=True)
+
 
 def on_order(order: sixmm.OrderUpdate) -> None:
-    print(
+    say(
         f"order    {order.symbol} {order.side} {order.order_type} {order.order_status} "
-        f"filled {order.filled_quantity}/{order.quantity} @ {order.price}",
-        flush=True,
+        f"filled {order.filled_quantity}/{order.quantity} @ {order.price}"
     )
 
 
 def on_account(update: sixmm.AccountUpdate) -> None:
     for b in update.balances:
-        print(f"balance  {b.asset} wallet {b.wallet_balance} available {b.available_balance}")
+        say(f"balance  {b.asset} wallet {b.wallet_balance} available {b.available_balance}")
     for p in update.positions:
-        print(f"position {p.symbol} {p.position_side} {p.quantity} @ {p.entry_price}", flush=True)
+        say(f"position {p.symbol} {p.position_side} {p.quantity} @ {p.entry_price}")
 
 
 def on_event(event: sixmm.UserEvent) -> None:
-    print(f"event    {event.event_type} {event.data}", flush=True)
+    say(f"event    {event.event_type} {event.data}")
 
 
 def on_state(event: sixmm.StateEvent) -> None:
-    print(f"[{event.state.value}] {event.reason}", flush=True)
+    say(f"[{event.state.value}] {event.reason}")
 
 
 def on_error(error: BaseException) -> None:
-    print(f"[error] {error}", flush=True)  # e.g. AuthError: the credentials were rejected
+    say(f"[error] {error}")  # e.g. AuthError: the credentials were rejected
 
 
 def rest_url_for(ws_url: str) -> Optional[str]:
