@@ -552,10 +552,10 @@ class Connection:
                 control(opcode, payload)
                 continue
             self.messages += 1
-            if tap is not None:
-                tap.received(self.name, payload)
             if not held:
                 hold()
                 held = True
+            if tap is not None:  # under the lock: recorded in the order the session saw it
+                tap.received(self.name, payload)
             on_message(self, payload)
         return "stopped"

@@ -745,27 +745,44 @@ class StreamManager:
         if self._on_gap is not None:
             self._dispatcher.submit(lane, _GAP_TOPIC, (self._on_gap,), gap, False)
 
-    def _keeper_status(self, kind: str, reason: str) -> None:
+    def _keeper_status(self, kind: str, reason: str, recorded: Optional[str] = None) -> None:
+        """A listenKey outcome from the keeper. What ``on_state`` is told depends on the user
+        connection's state, so it is decided in the user session's turn (ordered with the
+        frames the reader feeds it) and recorded with the decision; a replay passes the
+        recorded decision back (``recorded``: a state's value, or ``""`` for none)."""
         reason = scrub(reason)
         log = (
             logger.warning if kind in ("renew_failed", "fatal", "dead_on_arrival") else logger.info
         )
         log("listenKey %s: %s", kind, reason)
-        if self._recorder is not None:
-            self._recorder.listen_key(kind, reason)
-        user = self._user
         if kind == "dead_on_arrival":  # paced by the keeper: after 3 keys, then every 10
             self._report("user", ConnectionLost(f"listenKey {kind}: {reason}"))
-        if self._on_state is None or user is None:
-            return
-        state = self._states.get(user[1].name)
-        if state is None:
-            if kind == "created":  # before the first connect: CONNECTED follows
+        user = self._user
+        if user is None:
+            self._keeper_event(kind, reason, None, recorded)
+        else:
+            user[0].submit(lambda: self._keeper_event(kind, reason, user[1], recorded))
+
+    def _keeper_event(
+        self, kind: str, reason: str, conn: Optional[Connection], recorded: Optional[str]
+    ) -> None:
+        try:
+            state: Optional[StreamState] = None
+            if recorded is not None:
+                state = StreamState(recorded) if recorded else None
+            elif conn is not None:
+                state = self._states.get(conn.name)
+                if state is None and kind != "created":  # created: CONNECTED follows
+                    state = StreamState.SUSPENDED
+            if self._recorder is not None:
+                self._recorder.listen_key(kind, reason, "" if state is None else state.value)
+            if self._on_state is None or conn is None or state is None:
                 return
-            state = StreamState.SUSPENDED
-        text = reason if reason.startswith("listenKey") else f"listenKey {kind}: {reason}"
-        event = StateEvent(state, text, user[1].name)
-        self._dispatcher.submit(user[1].name, _STATE_TOPIC, (self._on_state,), event, False)
+            text = reason if reason.startswith("listenKey") else f"listenKey {kind}: {reason}"
+            event = StateEvent(state, text, conn.name)
+            self._dispatcher.submit(conn.name, _STATE_TOPIC, (self._on_state,), event, False)
+        except Exception:  # runs on whichever thread holds the session: never break it
+            logger.exception("listenKey %s: telling on_state failed", kind)
 
     def _overall_state(self) -> StreamState:
         if not self._started or self._stopping:

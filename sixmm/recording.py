@@ -147,10 +147,11 @@ class Recorder:
 
     # -- other events ---------------------------------------------------------------------
 
-    def listen_key(self, kind: str, reason: str) -> None:
+    def listen_key(self, kind: str, reason: str, state: str = "") -> None:
         """A listenKey lifecycle outcome (created, renewed, renew_failed, recreated, closed,
-        fatal), as the manager's keeper reported it."""
-        self._put("listen_key", "user", (kind, reason))
+        fatal), as the manager's keeper reported it, with the state ``on_state`` was told
+        (``""``: it was not told)."""
+        self._put("listen_key", "user", (kind, reason, state))
 
     def rest(self, call: Dict[str, Any]) -> None:
         """One REST call's outcome (method, path, http, code, ms[, data])."""
@@ -313,7 +314,7 @@ class Recorder:
         if kind == "listen_key":
             return (
                 f'{head},"ev":"listen_key","kind":{_enc(value[0])},'
-                f'"reason":{_enc(scrub(value[1]))}}}\n'
+                f'"reason":{_enc(scrub(value[1]))},"state":{_enc(value[2])}}}\n'
             )
         if kind == "rest":
             body = json.dumps(value, separators=(",", ":"), default=str)

@@ -667,7 +667,12 @@ class _Driver:
             if conn is not None and not self._stopping:
                 conn._replay_connect_failed(str(ev.get("reason", "connect failed")))
         elif kind == "listen_key":
-            m._keeper_status(str(ev.get("kind", "")), str(ev.get("reason", "")))
+            state = ev.get("state")  # absent in older recordings: decided again here
+            m._keeper_status(
+                str(ev.get("kind", "")),
+                str(ev.get("reason", "")),
+                None if state is None else str(state),
+            )
         elif kind == "stop":
             self._stopping = True
 

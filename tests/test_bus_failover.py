@@ -104,6 +104,10 @@ def test_kill_9_of_the_active_bridge_hands_over_to_the_standby(sandbox, redis_se
             assert len(got) == len(set(got)), "a trade was delivered twice"
             assert got == sorted(got, key=int)
             want = [t.trade_id for t in direct.snapshot()]
+            # a busy bridge may publish, after the consumer starts, a trade made before the
+            # direct subscription was acked: compare from the first trade both could see
+            got = [t for t in got if int(t) >= int(want[0])]
+            assert len(got) >= 100
             lo, hi = want.index(got[0]), want.index(got[-1])
             assert got == want[lo : hi + 1], "a trade was lost across the handover"
             topic_stats = consumer.stats()["bus"]["topics"]

@@ -229,3 +229,35 @@ def test_a_full_writer_drops_counts_and_reports_never_blocks(tmp_path: Path) -> 
     lines = (tmp_path / "r.jsonl").read_text().splitlines()
     assert json.loads(lines[-1]) == {**json.loads(lines[-1]), "ev": "dropped", "count": 90}
     assert sum('"ev":"recv"' in line for line in lines) == 10
+
+
+def test_a_listen_key_outcome_replays_as_it_was_told_wherever_it_lands(tmp_path: Path) -> None:
+    # The keeper's "created" races the user stream's first connect: what on_state was told
+    # (nothing, before the first connect) is recorded with it, and a replay follows the
+    # record even when the line lands after the authentication (as it may on a busy machine).
+    path = tmp_path / "user.jsonl"
+    live = Session()
+    with Sandbox(port=0, seed=5) as sb:
+        rest = RestClient(api_key=sb.api_key, api_secret=sb.api_secret, base_url=sb.rest_url)
+        with rest, StreamManager(sb.ws_url, rest=rest, record=str(path), **live.kwargs()) as s:
+            assert s.user(on_order=live.cb("orders")).wait_ready(10)
+            sb.push_user_event("ORDER_TRADE_UPDATE")
+            wait_until(lambda: live.seen["orders"])
+    lines = path.read_bytes().splitlines(keepends=True)
+    events = [json.loads(line) for line in lines[1:]]
+    created = [i for i, e in enumerate(events) if e["ev"] == "listen_key"]
+    assert events[created[0]]["kind"] == "created" and events[created[0]]["state"] == ""
+    first_recv = next(i for i, e in enumerate(events) if e["ev"] == "recv")
+    assert created[0] < first_recv
+    moved = list(lines[1:])
+    line = moved.pop(created[0])
+    moved.insert(first_recv, line)  # now after the first frame the stream received
+    raced = tmp_path / "raced.jsonl"
+    raced.write_bytes(lines[0] + b"".join(moved))
+    for recording in (path, raced):
+        again = Session()
+        with StreamManager.replay(str(recording), **again.kwargs()) as r:
+            r.user(on_order=again.cb("orders"))
+            assert r.wait(60)
+        assert again.seen["state:user"] == live.seen["state:user"]
+        assert again.seen["orders"] == live.seen["orders"]
