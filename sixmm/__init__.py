@@ -43,6 +43,7 @@ from .protocol.models import (
     Trade,
     UserEvent,
 )
+from .settings import Settings
 from .states import GapEvent, StateEvent, StreamState
 from .subscriptions import Subscription
 
@@ -91,6 +92,7 @@ __all__ = [
     "QueueDispatcher",
     "QueueOverflow",
     "RestClient",
+    "Settings",
     "SixMMError",
     "StateEvent",
     "StreamManager",

@@ -8,10 +8,18 @@ from typing import Callable, Optional
 import attrs
 
 __all__ = [
+    "DEFAULT_ACK_TIMEOUT",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_LISTEN_KEY_RENEW_INTERVAL",
     "DEFAULT_MAX_FRAME_BYTES",
     "DEFAULT_MAX_JSON_DEPTH",
     "DEFAULT_MAX_TOPICS_PER_CONNECTION",
+    "DEFAULT_PING_INTERVAL",
+    "DEFAULT_REST_TIMEOUT",
     "DEFAULT_REST_URL",
+    "DEFAULT_SLOW_CALLBACK",
+    "DEFAULT_STABLE_AFTER",
+    "DEFAULT_STALE_AFTER",
     "DEFAULT_WS_URL",
     "Backoff",
     "RateLimitPolicy",
@@ -30,6 +38,14 @@ DEFAULT_PING_INTERVAL = 15.0
 DEFAULT_STALE_AFTER = 45.0
 DEFAULT_LISTEN_KEY_RENEW_INTERVAL = 1800.0
 DEFAULT_REST_TIMEOUT = 10.0
+#: Seconds to wait for a subscribe ack (or the private stream's auth ack) before resending.
+DEFAULT_ACK_TIMEOUT = 10.0
+#: Seconds one whole connect attempt (TCP + TLS + upgrade) may take.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: A socket that lived this long resets the backoff (and re-arms the one immediate retry).
+DEFAULT_STABLE_AFTER = 30.0
+#: A callback slower than this is logged (once per callback).
+DEFAULT_SLOW_CALLBACK = 0.25
 
 
 def _check_positive(instance: object, attribute: attrs.Attribute, value: float) -> None:  # type: ignore[type-arg]

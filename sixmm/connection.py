@@ -17,7 +17,6 @@ import threading
 import time
 from typing import Any, Callable, Deque, Dict, Optional
 
-from .config import DEFAULT_REPORT_PACING, Backoff, ReportPacing
 from .errors import AuthError, ConnectionLost, HandshakeRejected, ProtocolError
 from .pacing import Pacer
 from .protocol.engine import Close, Fail, Gap, Ready, Report, Restart, Send, Streaming
@@ -25,6 +24,7 @@ from .protocol.framing import CLOSE_NORMAL, FrameError
 from .protocol.reconnect import GiveUp, ReconnectPolicy
 from .protocol.redact import scrub
 from .ratelimit import ConnectGate
+from .settings import Settings
 from .states import ConnState, GapEvent, check_transition
 from .tap import Tap
 from .threads import OwnedThread
@@ -184,34 +184,25 @@ class Connection:
         name: str,
         session: Session,
         *,
-        backoff: Backoff,
+        settings: Settings,
         on_state: StateListener,
-        stale_after: float = 45.0,
-        stable_after: float = 30.0,
-        connect_timeout: float = 10.0,
-        ca_certs: Optional[str] = None,
-        max_frame_bytes: int = 16 * 1024 * 1024,
         report: Callable[[BaseException], None] = lambda exc: None,
         clock: Callable[[], float] = time.monotonic,
         tap: Optional[Tap] = None,
         gate: Optional[ConnectGate] = None,
-        report_pacing: ReportPacing = DEFAULT_REPORT_PACING,
     ) -> None:
         self.name = name
         self.session = session
-        self._backoff = backoff
+        self.settings = settings
         self._on_state = on_state
-        self._stale_after = stale_after
-        self._stable_after = stable_after
-        self._connect_timeout = connect_timeout
-        self._ca_certs = ca_certs
-        self._max_frame = max_frame_bytes
+        self._stale_after = settings.stale_after
         self._report = report
         self._clock = clock
         self._tap = tap
         self._gate = gate
-        self._pacer = Pacer(report_pacing)  # connect failures reported to on_error
-        self._policy = ReconnectPolicy(backoff, stable_after)  # the reconnect decisions
+        self._pacer = Pacer(settings.report_pacing)  # connect failures reported to on_error
+        # the reconnect decisions
+        self._policy = ReconnectPolicy(settings.backoff, settings.stable_after)
         self._owner = OwnedThread(f"sixmm-{name}", self._run)
         self._stop = self._owner.stopping
         self._wake = self._owner.wake
@@ -410,11 +401,12 @@ class Connection:
 
     def _open(self, url: str) -> Transport:
         """Open a transport to ``url`` within ``connect_timeout``; :meth:`stop` aborts it."""
+        settings = self.settings
         transport = Transport(
             url,
-            timeout=self._connect_timeout,
-            ca_certs=self._ca_certs,
-            max_frame_bytes=self._max_frame,
+            timeout=settings.connect_timeout,
+            ca_certs=settings.ca_certs,
+            max_frame_bytes=settings.max_frame_bytes,
         )
         self._pending = transport
         try:

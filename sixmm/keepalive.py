@@ -35,6 +35,7 @@ from sixmm.protocol.redact import remember, scrub
 from sixmm.protocol.rest import is_transient
 from sixmm.ratelimit import host_of, limiter
 from sixmm.rest.client import RestClient
+from sixmm.threads import OwnedThread
 
 __all__ = ["ListenKeyKeeper"]
 
@@ -89,9 +90,9 @@ class ListenKeyKeeper:
         self._clock = clock
         self._lock = threading.Lock()  # guards the machine
         self._start_lock = threading.Lock()
-        self._stop_event = threading.Event()
-        self._wake = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._owner = OwnedThread(_THREAD_NAME, self._run)
+        self._stop_event = self._owner.stopping
+        self._wake = self._owner.wake
         self._stopped = False  # stop() was called (also before start)
         base_url = getattr(rest, "base_url", None)  # None: a stand-in client, no limiter
         self._host = host_of(base_url) if isinstance(base_url, str) and base_url else None
@@ -103,7 +104,7 @@ class ListenKeyKeeper:
                 if self._machine.fatal
                 else "stopped"
                 if self._stopped
-                else ("running" if self._thread is not None else "new")
+                else ("running" if self._owner.started else "new")
             )
         return f"ListenKeyKeeper(state={state!r}, renew_interval={self._interval})"
 
@@ -125,7 +126,7 @@ class ListenKeyKeeper:
                 if self._stopped:
                     raise RuntimeError("ListenKeyKeeper was stopped; create a new one")
                 key = self._machine.key
-                if self._thread is not None and key is not None:
+                if self._owner.started and key is not None:
                     return key
             key = self._create(None)
             now = self._clock()
@@ -133,9 +134,7 @@ class ListenKeyKeeper:
                 stopped = self._stopped
                 if not stopped:
                     self._machine.created(key, now)
-                    thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
-                    self._thread = thread
-                    thread.start()  # under the lock: stop() never sees an unstarted thread
+                    self._owner.start()  # under the lock: stop() never sees it unstarted
             if stopped:  # stop() ran while the key was being created: do not leak it
                 self._close_quietly(key, "stopped while starting")
                 raise RuntimeError("ListenKeyKeeper was stopped while starting")
@@ -160,13 +159,8 @@ class ListenKeyKeeper:
                 return
             self._stopped = True
             self._machine.stop()
-            thread = self._thread
-        self._stop_event.set()
-        self._wake.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(max(0.0, min(timeout / 2, deadline - time.monotonic())))
-            if thread.is_alive():
-                logger.warning("listenKey thread did not stop within %.1fs", timeout / 2)
+            started = self._owner.started
+        self._owner.stop(max(0.0, min(timeout / 2, deadline - time.monotonic())))
         with self._lock:
             key = self._machine.release_key()
         if key is not None:
@@ -175,7 +169,7 @@ class ListenKeyKeeper:
                 self._close_quietly(key, "stop", timeout=left)
             else:
                 logger.warning("listenKey left to expire: no time left to close it")
-        if thread is not None:
+        if started:
             self._emit_status("closed", "keeper stopped")
 
     def key_rejected(self, reason: str) -> None:

@@ -16,11 +16,15 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from . import logscrub
 from .config import (
+    DEFAULT_ACK_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_LISTEN_KEY_RENEW_INTERVAL,
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_TOPICS_PER_CONNECTION,
     DEFAULT_PING_INTERVAL,
+    DEFAULT_SLOW_CALLBACK,
+    DEFAULT_STABLE_AFTER,
     DEFAULT_STALE_AFTER,
     DEFAULT_WS_URL,
     Backoff,
@@ -45,8 +49,9 @@ from .protocol.topics import (
 from .public import PublicSession
 from .ratelimit import ConnectGate, host_of, limiter
 from .recording import Recorder
+from .settings import Settings
 from .states import ConnState, GapEvent, StateEvent, StreamState, public_state
-from .subscriptions import Callback, Route, Subscription
+from .subscriptions import Callback, Carrier, Route, Subscription
 from .supervisor import Heartbeat
 from .transport import check_url
 
@@ -125,57 +130,54 @@ class StreamManager:
         on_gap: Optional[Callable[[GapEvent], Any]] = None,
         allow_insecure: bool = False,
         ca_certs: Optional[str] = None,
-        slow_callback: float = 0.25,
-        ack_timeout: float = 10.0,
-        connect_timeout: float = 10.0,
-        stable_after: float = 30.0,
+        slow_callback: float = DEFAULT_SLOW_CALLBACK,
+        ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        stable_after: float = DEFAULT_STABLE_AFTER,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
         liveness: Optional[Liveness] = None,
         record: Optional[str] = None,
     ) -> None:
         self.url = check_url(url, allow_insecure=allow_insecure)
-        if ping_interval <= 0 or stale_after <= 0:
-            raise ValueError("ping_interval and stale_after must be > 0")
-        if stale_after <= ping_interval:
-            raise ValueError("stale_after must be longer than ping_interval")
-        if max_topics_per_connection < 1:
-            raise ValueError("max_topics_per_connection must be >= 1")
-        if liveness is not None and not isinstance(liveness, Liveness):
-            raise TypeError("liveness must be a sixmm.Liveness")
-        self._liveness = liveness if liveness is not None else DEFAULT_LIVENESS
+        #: What this manager runs with: the keywords above, validated into one frozen value.
+        self.settings = settings = Settings(
+            ping_interval=ping_interval,
+            stale_after=stale_after,
+            backoff=backoff if backoff is not None else Backoff(),
+            max_topics_per_connection=max_topics_per_connection,
+            listen_key_renew_interval=listen_key_renew_interval,
+            allow_insecure=allow_insecure,
+            ca_certs=ca_certs,
+            slow_callback=slow_callback,
+            ack_timeout=ack_timeout,
+            connect_timeout=connect_timeout,
+            stable_after=stable_after,
+            max_frame_bytes=max_frame_bytes,
+            max_json_depth=max_json_depth,
+            liveness=liveness if liveness is not None else DEFAULT_LIVENESS,
+        )
         self.rest = rest
         self._dispatcher: Dispatcher = dispatcher if dispatcher is not None else InlineDispatcher()
-        self._invoker = Invoker(on_error, slow_callback=slow_callback)
+        self._invoker = Invoker(on_error, slow_callback=settings.slow_callback)
         self._has_on_error = on_error is not None
         self._on_state = on_state
         self._on_gap = on_gap
-        self._backoff = backoff if backoff is not None else Backoff()
-        self._max_topics = max_topics_per_connection
-        self._renew_interval = listen_key_renew_interval
-        self._ack_timeout = ack_timeout
-        self._conn_opts: Dict[str, Any] = {
-            "stale_after": stale_after,
-            "stable_after": stable_after,
-            "connect_timeout": connect_timeout,
-            "ca_certs": ca_certs,
-            "max_frame_bytes": max_frame_bytes,
-        }
         # record=PATH: a tap on every connection (sixmm.recording); replay swaps the factory
         self._recorder: Optional[Recorder] = None
         if record is not None:
             self._recorder = Recorder(
                 str(record), url=self.url, report=functools.partial(self._report, "recorder")
             )
-            self._conn_opts["tap"] = self._recorder
         self._new_connection: Callable[..., Connection] = Connection
         self._session_clock: Callable[[], float] = time.monotonic
-        limits = (max_frame_bytes, max_json_depth)
         # a plain call is ~0.2 us cheaper per message than one with keyword arguments
         self._decode: Callable[[bytes], Event] = (
             decode
-            if limits == (DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_JSON_DEPTH)
-            else functools.partial(decode, max_bytes=max_frame_bytes, max_depth=max_json_depth)
+            if settings.default_limits
+            else functools.partial(
+                decode, max_bytes=settings.max_frame_bytes, max_depth=settings.max_json_depth
+            )
         )
         self._ids = RequestIds()
         self._lock = threading.RLock()
@@ -188,7 +190,9 @@ class StreamManager:
         self._stopping = False
         self._done = threading.Event()
         logscrub.install()
-        self._heartbeat = Heartbeat(self._connections, self._send_ping, ping_interval=ping_interval)
+        self._heartbeat = Heartbeat(
+            self._connections, self._send_ping, ping_interval=settings.ping_interval
+        )
 
     @classmethod
     def replay(cls, path: str, *, speed: Optional[float] = None, **kwargs: Any) -> StreamManager:
@@ -442,7 +446,7 @@ class StreamManager:
             if route.book is None:
                 route.book = OrderBook(topic.rsplit(".", 1)[-1])
                 session = route.session
-                if route.ready.is_set() and isinstance(session, PublicSession):
+                if route.ready.is_set() and session is not None:
                     # the snapshot of this topic went by before the book existed
                     session.resync(route, "order book added")
             if on_update is not None:
@@ -567,7 +571,7 @@ class StreamManager:
             if silence_after is not None:
                 route.override_silence(silence_after)
             return route
-        route = Route(topic, channel, self._liveness.bound(topic))
+        route = Route(topic, channel, self.settings.liveness.bound(topic))
         if silence_after is not None:
             route.override_silence(silence_after)
         if book:  # before the subscribe goes out: its snapshot may come back at once
@@ -577,9 +581,9 @@ class StreamManager:
         session.add(route)
         return route
 
-    def _session_with_room(self, topic: str) -> PublicSession:
+    def _session_with_room(self, topic: str) -> Carrier:
         for session, _conn in self._public:
-            if len(session) < self._max_topics:
+            if len(session) < self.settings.max_topics_per_connection:
                 return session
         return self._new_public_session(f"public-{len(self._public)}")
 
@@ -592,19 +596,19 @@ class StreamManager:
             on_gap=self._emit_gap,
             on_failed=self._route_failed,
             decode=self._decode,
-            ack_timeout=self._ack_timeout,
-            liveness=self._liveness,
+            ack_timeout=self.settings.ack_timeout,
+            liveness=self.settings.liveness,
             on_topic_event=self._topic_event,
             clock=self._session_clock,
         )
         conn = self._new_connection(
             name,
             session,
-            backoff=self._backoff,
+            settings=self.settings,
             on_state=self._conn_state,
             report=functools.partial(self._report, name),
+            tap=self._recorder,
             gate=ConnectGate(self.url),
-            **self._conn_opts,
         )
         session.bind(conn)
         self._public.append((session, conn))
@@ -628,17 +632,17 @@ class StreamManager:
             report=functools.partial(self._report, "user"),
             on_gap=self._emit_gap,
             decode=self._decode,
-            auth_timeout=self._ack_timeout,
+            auth_timeout=self.settings.ack_timeout,
             clock=self._session_clock,
         )
         conn = self._new_connection(
             "user",
             session,
-            backoff=self._backoff,
+            settings=self.settings,
             on_state=self._conn_state,
             report=functools.partial(self._report, "user"),
+            tap=self._recorder,
             gate=ConnectGate(self.url),
-            **self._conn_opts,
         )
         conn_holder.append(conn)
         session.bind(conn)
@@ -652,7 +656,7 @@ class StreamManager:
             return None
         return ListenKeyKeeper(
             self.rest,
-            renew_interval=self._renew_interval,
+            renew_interval=self.settings.listen_key_renew_interval,
             on_new_key=lambda key: conn_holder[0].restart("new listenKey"),
             on_status=self._keeper_status,
             on_fatal=lambda exc: conn_holder[0].fail(exc),
@@ -674,7 +678,7 @@ class StreamManager:
                 del self._routes[route.topic]
                 self._invoker.forget(route.topic)
                 session = route.session
-                if isinstance(session, PublicSession):
+                if session is not None:
                     session.remove(route)
 
     def _route_failed(self, route: Route) -> None:
@@ -684,7 +688,7 @@ class StreamManager:
                 del self._routes[route.topic]
                 self._invoker.forget(route.topic)
         session = route.session
-        if isinstance(session, PublicSession):
+        if session is not None:
             session.remove(route, unsubscribe=False)  # refused: nothing to unsubscribe
 
     def _connections(self) -> List[Connection]:

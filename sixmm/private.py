@@ -25,6 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from .config import DEFAULT_ACK_TIMEOUT
 from .connection import Connection, Session
 from .dispatch import Dispatcher
 from .errors import AuthError
@@ -66,7 +67,7 @@ class UserSession(Session):
         report: Callable[[BaseException], None],
         on_gap: Callable[[str, GapEvent], None],
         decode: Callable[[bytes], Event] = decode,
-        auth_timeout: float = 10.0,
+        auth_timeout: float = DEFAULT_ACK_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(report, on_gap, clock)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from .config import DEFAULT_ACK_TIMEOUT
 from .connection import Connection, Session
 from .dispatch import Dispatcher
 from .protocol.engine import Refused, TopicNotice
@@ -43,7 +44,7 @@ class PublicSession(Session):
         on_gap: Callable[[str, GapEvent], None],
         on_failed: Callable[[Route], None],
         decode: Callable[[bytes], Event] = decode,
-        ack_timeout: float = 10.0,
+        ack_timeout: float = DEFAULT_ACK_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
         liveness: Liveness = DEFAULT_LIVENESS,
         on_topic_event: Optional[Callable[[str, str, str], None]] = None,

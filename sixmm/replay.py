@@ -702,8 +702,9 @@ class _Driver:
         session = conn.session
         if isinstance(session, UserSession):
             return [session.route]
+        carrier: Any = session  # a PublicSession: the routes it carries
         with self._m._lock:
-            return [r for r in self._m._routes.values() if r.session is session]
+            return [r for r in self._m._routes.values() if r.session is carrier]
 
     def _gap_starts(self, conn: ReplayConnection) -> Dict[int, Optional[int]]:
         return {id(r): r.gap_start for r in self._routes_of(conn)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Protocol, Tuple
 
 from .errors import SubscriptionError
 from .protocol.liveness import TopicWatch
@@ -12,9 +12,21 @@ from .protocol.liveness import TopicWatch
 if TYPE_CHECKING:
     from .orderbook import OrderBook
 
-__all__ = ["Callback", "Route", "Subscription"]
+__all__ = ["Callback", "Carrier", "Route", "Subscription"]
 
 Callback = Callable[[Any], Any]
+
+
+class Carrier(Protocol):
+    """What carries a route's topic: a public session (its connection subscribes it), or the
+    bus reader (it reads the topic's stream). The registry adds and removes routes through
+    it and asks it to rebuild a book; nothing else reaches back from a route."""
+
+    def add(self, route: Route) -> None: ...
+
+    def remove(self, route: Route, *, unsubscribe: bool = True) -> None: ...
+
+    def resync(self, route: Route, reason: str) -> None: ...
 
 
 class Route:
@@ -56,7 +68,7 @@ class Route:
         self.conflate = channel in ("ticker", "tickers")
         self.ready = threading.Event()
         self.error: Optional[SubscriptionError] = None
-        self.session: Any = None
+        self.session: Optional[Carrier] = None  # set by the carrier's add()
         self.messages = 0
         self.bad_payloads = 0
         self.last_ts: Optional[int] = None

@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Callable, Dict, Iterable
 
+from .config import DEFAULT_PING_INTERVAL
 from .connection import Connection
 from .threads import OwnedThread
 
@@ -36,7 +37,7 @@ class Heartbeat:
         connections: Callable[[], Iterable[Connection]],
         send_ping: Callable[[Connection], None],
         *,
-        ping_interval: float = 15.0,
+        ping_interval: float = DEFAULT_PING_INTERVAL,
         tick: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -1,10 +1,11 @@
 """The one way sixmm owns a thread: named, started once, stopped within a bound, never joined
 by itself.
 
-The connection readers, the heartbeat and the bus reader and writer are each an
-:class:`OwnedThread` held by exactly one owner, which calls :meth:`~OwnedThread.start` and
-:meth:`~OwnedThread.stop` (the listenKey keeper, the recorder, replay and the dispatcher's
-workers still start their threads by hand, in the same shape; moving them is pending).
+The connection readers, the heartbeat, the listenKey keeper, the dispatcher's workers and
+the bus reader and writer are each an :class:`OwnedThread` held by exactly one owner, which
+calls :meth:`~OwnedThread.start` and :meth:`~OwnedThread.stop` (the recorder's writer and the
+replay driver still start theirs by hand, in the same shape; the manager's one-shot stop
+helper is a plain thread on purpose: it exists only for the length of one ``stop()``).
 
 ``stop`` sets the shared ``stopping`` event (the thread's loop watches it, or waits on it
 instead of sleeping), wakes the thread, and joins it for at most ``timeout`` seconds --
@@ -49,9 +50,10 @@ class OwnedThread:
             self._thread.start()  # under the lock: stop() never sees an unstarted thread
             return True
 
-    def stop(self, timeout: float = 5.0, *, join: bool = True) -> bool:
+    def stop(self, timeout: float = 5.0, *, join: bool = True, busy: str = "") -> bool:
         """Ask the thread to end and join it within ``timeout`` (never from itself). True if
-        the thread is gone (or never ran); a thread still alive after the bound is logged."""
+        the thread is gone (or never ran); a thread still alive after the bound is logged
+        (with ``busy``: what it is likely still doing)."""
         self.stopping.set()
         self.wake.set()
         with self._lock:
@@ -63,7 +65,8 @@ class OwnedThread:
         thread.join(max(0.0, timeout))
         if thread.is_alive():
             if timeout > 0:
-                logger.warning("thread %s did not stop within %.1fs", self.name, timeout)
+                why = f" ({busy})" if busy else ""
+                logger.warning("thread %s did not stop within %.1fs%s", self.name, timeout, why)
             return False
         return True
 

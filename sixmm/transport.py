@@ -37,7 +37,7 @@ from typing import Mapping, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 from urllib.request import getproxies_environment, proxy_bypass_environment  # type: ignore[attr-defined]
 
-from .config import DEFAULT_MAX_FRAME_BYTES
+from .config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME_BYTES
 from .errors import ConnectionLost
 from .protocol import handshake
 from .protocol.framing import (
@@ -136,7 +136,7 @@ class Transport:
         self,
         url: str,
         *,
-        timeout: float = 10.0,
+        timeout: float = DEFAULT_CONNECT_TIMEOUT,
         ca_certs: Optional[str] = None,
         headers: Optional[Mapping[str, str]] = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
@@ -164,7 +164,7 @@ class Transport:
         cls,
         url: str,
         *,
-        timeout: float = 10.0,
+        timeout: float = DEFAULT_CONNECT_TIMEOUT,
         ca_certs: Optional[str] = None,
         headers: Optional[Mapping[str, str]] = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,

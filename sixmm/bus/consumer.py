@@ -33,7 +33,7 @@ from ..protocol.events import Push
 from ..protocol.models import DepthUpdate, convert
 from ..protocol.topics import depth_topic
 from ..states import GapEvent, StateEvent, StreamState
-from ..subscriptions import Callback, Route, Subscription
+from ..subscriptions import Callback, Carrier, Route, Subscription
 from ..threads import OwnedThread
 from .cursor import Cursor, Verdict
 from .format import (
@@ -172,6 +172,16 @@ class _Reader:
         """A new desired topic (the manager's registry calls this; the thread picks it up)."""
         route.session = self
         self._wake.set()
+
+    def remove(self, route: Route, *, unsubscribe: bool = True) -> None:
+        """A topic no longer desired (the thread drops its feed on its next look)."""
+        if route.session is self:
+            route.session = None
+        self._wake.set()
+
+    def resync(self, route: Route, reason: str) -> None:
+        """Rebuild ``route``'s book: restart its stream at the latest snapshot."""
+        self.book_added(route.topic)
 
     def book_added(self, topic: str) -> None:
         """A book was asked for: (re)start its stream at the latest snapshot."""
@@ -538,7 +548,7 @@ class RedisStreamManager(StreamManager):
 
     # -- hooks for the manager and the reader -----------------------------------------------
 
-    def _session_with_room(self, topic: str = "") -> Any:
+    def _session_with_room(self, topic: str = "") -> Carrier:
         self._reader.wake()
         return self._reader
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -16,6 +17,7 @@ from sixmm.dispatch.inbox import (
     Inbox,
 )
 from sixmm.dispatch.invoker import Callback, Invoker
+from sixmm.threads import OwnedThread
 
 __all__ = [
     "OVERFLOW_BLOCK",
@@ -316,9 +318,7 @@ class WorkerDispatcher(_QueuedDispatcher):
             if ib is None and self._running:
                 ib = Inbox(lane, self._maxsize, self._overflow, self._block_timeout)
                 ib.closed = False
-                ib.thread = threading.Thread(
-                    target=self._work, args=(ib,), name=f"sixmm-worker-{lane}", daemon=True
-                )
+                ib.thread = OwnedThread(f"sixmm-worker-{lane}", functools.partial(self._work, ib))
                 self._lanes = {**self._lanes, lane: ib}
                 ib.thread.start()
             return ib
@@ -401,11 +401,8 @@ class WorkerDispatcher(_QueuedDispatcher):
         if ib is None:
             return
         ib.close()
-        t = ib.thread
-        if t is not None and t is not threading.current_thread():
-            t.join(max(0.0, timeout))
-            if t.is_alive():
-                logger.warning("%s still busy after close_lane(timeout=%s)", t.name, timeout)
+        if ib.thread is not None:
+            ib.thread.stop(timeout, busy="still running a callback after close_lane()")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Finish queued work for up to ``0.8 * timeout``, drop the rest, join the workers
@@ -419,22 +416,15 @@ class WorkerDispatcher(_QueuedDispatcher):
             lanes = list(self._lanes.values())
         for ib in lanes:
             ib.close()
-        me = threading.current_thread()
         for ib in lanes:
-            t = ib.thread
-            if t is None or t is me:
-                continue
-            t.join(max(0.0, t0 + timeout - perf_counter()))
-            if t.is_alive():
-                logger.warning(
-                    "%s still running a callback after stop(timeout=%s)", t.name, timeout
-                )
+            if ib.thread is not None:
+                left = max(0.0, t0 + timeout - perf_counter())
+                ib.thread.stop(left, busy="still running a callback after stop()")
 
     def _lane_stats(
         self, ib: Inbox, items: List[Any], fig: Dict[str, Any]
     ) -> Dict[str, Dict[str, Any]]:
-        t = ib.thread
-        return {ib.name: dict(fig, alive=t is not None and t.is_alive())}
+        return {ib.name: dict(fig, alive=ib.thread is not None and ib.thread.alive)}
 
 
 class QueueDispatcher(_QueuedDispatcher):

@@ -10,6 +10,7 @@ from time import monotonic, perf_counter
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from sixmm.errors import QueueOverflow
+from sixmm.threads import OwnedThread
 
 __all__ = ["OVERFLOW_BLOCK", "OVERFLOW_DROP", "Drops", "Inbox"]
 
@@ -108,7 +109,7 @@ class Inbox:
         self.drops: Dict[str, Drops] = {}
         self.unreported = 0
         self.consumer: Optional[int] = None  # ident of the thread running this inbox's items
-        self.thread: Optional[threading.Thread] = None
+        self.thread: Optional[OwnedThread] = None  # a worker dispatcher's lane thread
 
     def wake_consumer(self) -> None:
         if self.waiting:

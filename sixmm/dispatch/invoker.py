@@ -9,6 +9,7 @@ from array import array
 from time import monotonic, perf_counter
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from sixmm.config import DEFAULT_SLOW_CALLBACK
 from sixmm.errors import CallbackError
 
 __all__ = ["Callback", "Invoker"]
@@ -65,7 +66,7 @@ class Invoker:
         self,
         on_error: Optional[Callable[[BaseException], None]] = None,
         *,
-        slow_callback: float = 0.25,
+        slow_callback: float = DEFAULT_SLOW_CALLBACK,
     ) -> None:
         if not slow_callback > 0:
             raise ValueError("slow_callback must be > 0 seconds")

@@ -26,6 +26,7 @@ import logging
 import re
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+from sixmm.config import DEFAULT_ACK_TIMEOUT
 from sixmm.errors import ProtocolError, SubscriptionError, TopicSilent
 from sixmm.protocol.book import Outcome
 from sixmm.protocol.depth import parse_depth
@@ -94,7 +95,7 @@ class PublicEngine(EngineBase):
         deliver: Deliver,
         lane: str = "public",
         decode: Callable[[bytes], Event] = decode,
-        ack_timeout: float = 10.0,
+        ack_timeout: float = DEFAULT_ACK_TIMEOUT,
         liveness: Liveness = DEFAULT_LIVENESS,
         wall_offset: float = 0.0,
     ) -> None:

@@ -20,6 +20,7 @@ import logging
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Hashable, Optional, Tuple
 
+from sixmm.config import DEFAULT_ACK_TIMEOUT
 from sixmm.errors import AuthError, ConnectionLost, ProtocolError
 from sixmm.protocol.engine import (
     Close,
@@ -63,7 +64,7 @@ class UserEngine(EngineBase):
         listen_key: bool,
         lane: str = "user",
         decode: Callable[[bytes], Event] = decode,
-        auth_timeout: float = 10.0,
+        auth_timeout: float = DEFAULT_ACK_TIMEOUT,
         wall_offset: float = 0.0,
     ) -> None:
         super().__init__(deliver, lane, wall_offset)
