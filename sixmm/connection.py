@@ -18,14 +18,14 @@ import time
 from typing import Any, Callable, Deque, Dict, Optional
 
 from .errors import AuthError, ConnectionLost, HandshakeRejected, ProtocolError
-from .pacing import Pacer
 from .protocol.engine import Close, Fail, Gap, Ready, Report, Restart, Send, Streaming
 from .protocol.framing import CLOSE_NORMAL, FrameError
-from .protocol.reconnect import GiveUp, ReconnectPolicy
+from .protocol.reconnect import GiveUp
 from .protocol.redact import scrub
 from .ratelimit import ConnectGate
 from .settings import Settings
 from .states import ConnState, GapEvent, check_transition
+from .supervisor import Health
 from .tap import Tap
 from .threads import OwnedThread
 from .transport import ConnectionClosed, FrameTimeout, Transport
@@ -63,6 +63,8 @@ class Session:
         self._inbox: Deque[Callable[[], Any]] = collections.deque()
         self._conn: Optional[Connection] = None
         self._wall_offset = time.time() - time.monotonic()
+        #: The engine's next deadline as of the supervisor's last turn (None: none pending).
+        self.due: Optional[float] = None
 
     def bind(self, conn: Connection) -> None:
         self._conn = conn
@@ -95,14 +97,17 @@ class Session:
         self.pump()
 
     def on_tick(self, conn: Connection, now: float) -> None:
-        """Called about once a second (the heartbeat): the engine's deadlines. The deadline
-        is read under the lock too: the reader may be changing what it is computed from."""
+        """The supervisor's turn (at least once a second): the engine's deadlines. They are
+        read under the lock: the reader may be changing what they are computed from; the
+        next one is left in :attr:`due` for the supervisor to wake for."""
         engine = self.engine
 
         def tick() -> None:
             deadline = engine.next_deadline()
             if deadline is not None and now >= deadline:
                 engine.tick(now, conn.last_rx)
+                deadline = engine.next_deadline()
+            self.due = deadline
 
         self.submit(tick)
 
@@ -190,19 +195,18 @@ class Connection:
         clock: Callable[[], float] = time.monotonic,
         tap: Optional[Tap] = None,
         gate: Optional[ConnectGate] = None,
+        health: Optional[Health] = None,
     ) -> None:
         self.name = name
         self.session = session
         self.settings = settings
         self._on_state = on_state
-        self._stale_after = settings.stale_after
         self._report = report
         self._clock = clock
         self._tap = tap
         self._gate = gate
-        self._pacer = Pacer(settings.report_pacing)  # connect failures reported to on_error
-        # the reconnect decisions
-        self._policy = ReconnectPolicy(settings.backoff, settings.stable_after)
+        #: staleness, reconnect and report decisions (the supervisor's rule book)
+        self.health = health if health is not None else Health(settings)
         self._owner = OwnedThread(f"sixmm-{name}", self._run)
         self._stop = self._owner.stopping
         self._wake = self._owner.wake
@@ -239,7 +243,7 @@ class Connection:
         through the backoff (a key refused on arrival cannot start a storm)."""
         reason = scrub(reason)
         logger.info("connection %s: restarting (%s)", self.name, reason)
-        self._policy.restart()
+        self.health.restart()
         self.last_reason = reason
         self._wake.set()
         transport = self._transport
@@ -304,7 +308,7 @@ class Connection:
     @property
     def paced_restarts(self) -> int:
         """Restarts refused an immediate reconnect (a storm held off)."""
-        return self._policy.paced_restarts
+        return self.health.paced_restarts
 
     @property
     def bytes_in(self) -> int:
@@ -345,10 +349,11 @@ class Connection:
             logger.exception("state listener failed on %s", self.name)
 
     def _run(self) -> None:
-        policy = self._policy
+        health = self.health
         reason = "starting"
         try:
             while not self._stop.is_set():
+                health.connecting()
                 self._set_state(ConnState.CONNECTING, reason)
                 if self._gate is not None and not self._gate.wait(self._stop):
                     break  # stopped while queued for a connect token (sixmm.ratelimit)
@@ -373,10 +378,9 @@ class Connection:
                     break
                 held = self._gate.held_for() if self._gate is not None else 0.0
                 if opened_at is not None:
-                    self._pacer.reset()
-                    decision = policy.after_socket(opened_at, self._clock(), held)
+                    decision = health.after_socket(opened_at, self._clock(), held)
                 else:
-                    decision = policy.after_failure(held)
+                    decision = health.after_failure(self._clock(), held)
                 if isinstance(decision, GiveUp):
                     reason = f"gave up after {decision.attempts} attempts: {reason}"
                     self._terminal = ConnectionLost(reason)
@@ -421,24 +425,24 @@ class Connection:
         """Wait ``delay`` seconds; ``stop()`` ends it, and so does a ``restart()`` while the
         one immediate retry is unused."""
         end = time.monotonic() + delay
-        policy = self._policy
+        health = self.health
         while not self._stop.is_set():
             left = end - time.monotonic()
             if left <= 0:
                 break
             self._wake.wait(left)
             self._wake.clear()
-            if policy.cut_short():
+            if health.cut_short():
                 return
         if not self._stop.is_set():
-            policy.wait_over()
+            health.wait_over()
 
     def _connect_failed(self, error: BaseException, reason: str) -> None:
         """Hold the host on a rate-limit refusal; report the failure to ``on_error``, paced:
         the first, on a change of reason, then every N-th (``ReportPacing``)."""
         if self._gate is not None:
             self._gate.rejected(error)
-        if self._pacer.should_report(reason):
+        if self.health.report_failure(reason):
             if isinstance(error, HandshakeRejected):
                 self._report(error)  # its text is sixmm's own; .status/.retry_after for users
             else:
@@ -460,7 +464,7 @@ class Connection:
             self._set_state(ConnState.OPEN, "socket open")
             if self._tap is not None:
                 self._tap.opened(self.name, url)
-            transport.settimeout(min(1.0, self._stale_after / 4))
+            transport.settimeout(min(1.0, self.settings.stale_after / 4))
             self.last_rx = self._clock()
             self.session.on_open(self)
             reason = self._read_loop(transport)
@@ -516,7 +520,7 @@ class Connection:
         control = transport.control
         clock = self._clock
         stop = self._stop
-        stale_after = self._stale_after
+        stale = self.health.stale
         tap = self._tap
         completed = False  # a frame completed since the clock was last read
         held = False
@@ -531,8 +535,10 @@ class Connection:
                 if completed:
                     completed = False
                     self.last_rx = now
-                elif now - self.last_rx > stale_after:
-                    return f"stale: no frame for {stale_after:.1f}s"
+                else:
+                    why = stale(now, self.last_rx)
+                    if why is not None:
+                        return why
                 try:
                     fill()
                 except FrameTimeout:

@@ -52,7 +52,7 @@ from .recording import Recorder
 from .settings import Settings
 from .states import ConnState, GapEvent, StateEvent, StreamState, public_state
 from .subscriptions import Callback, Carrier, Route, Subscription
-from .supervisor import Heartbeat
+from .supervisor import Health, Supervisor
 from .transport import check_url
 
 if TYPE_CHECKING:  # typing only: the keeper is imported when user() needs it
@@ -190,7 +190,7 @@ class StreamManager:
         self._stopping = False
         self._done = threading.Event()
         logscrub.install()
-        self._heartbeat = Heartbeat(
+        self._supervisor = Supervisor(
             self._connections, self._send_ping, ping_interval=settings.ping_interval
         )
 
@@ -247,7 +247,7 @@ class StreamManager:
             conns = self._connections()
         for conn in conns:
             conn.start()
-        self._heartbeat.start()
+        self._supervisor.start()
         logger.info("stream manager started (%d connection(s))", len(conns))
         return self
 
@@ -322,7 +322,7 @@ class StreamManager:
             conn.stop(left(0.2))
         if keeper is not None:
             keeper.stop(left(0.1))  # the DELETE of the key fits in what is left
-        self._heartbeat.stop(left())
+        self._supervisor.stop(left())
         self._dispatcher.stop(left())
         if recorder is not None:
             if self.rest is not None and self.rest.on_call == recorder.rest:
@@ -365,7 +365,7 @@ class StreamManager:
 
         for conn in self._connections():
             conn.stop(left())
-        self._heartbeat.stop(left())
+        self._supervisor.stop(left())
         self._dispatcher.stop(left())
 
     # -- subscribing --------------------------------------------------------------------
@@ -507,15 +507,17 @@ class StreamManager:
             "topics": topics,
             "books": books,
             "dispatcher": self._dispatcher.stats(),
-            "heartbeat": {"pings_sent": self._heartbeat.pings_sent},
+            "heartbeat": {
+                "pings_sent": self._supervisor.pings_sent,
+                "engine_turns": self._supervisor.engine_turns,
+            },
             "rate_limits": self._rate_limit_stats(),
             **({"recorder": self._recorder.stats()} if self._recorder is not None else {}),
         }
 
     @staticmethod
     def _conn_stats(conn: Connection, session_stats: Dict[str, Any]) -> Dict[str, Any]:
-        out = {**conn.stats(), **session_stats}
-        out["paced_restarts"] = conn.paced_restarts
+        out = {**conn.stats(), **session_stats, **conn.health.stats(time.monotonic())}
         out["last_reason"] = scrub(str(out.get("last_reason", "")))
         return out
 
@@ -609,6 +611,7 @@ class StreamManager:
             report=functools.partial(self._report, name),
             tap=self._recorder,
             gate=ConnectGate(self.url),
+            health=Health(self.settings),
         )
         session.bind(conn)
         self._public.append((session, conn))
@@ -643,6 +646,7 @@ class StreamManager:
             report=functools.partial(self._report, "user"),
             tap=self._recorder,
             gate=ConnectGate(self.url),
+            health=Health(self.settings),
         )
         conn_holder.append(conn)
         session.bind(conn)

@@ -452,7 +452,7 @@ class ReplayManager(StreamManager):
         self._new_connection = ReplayConnection
         self._session_clock = self._clock
         self._driver = _Driver(self)
-        self._heartbeat = self._driver  # type: ignore[assignment]  # same life cycle
+        self._supervisor = self._driver  # type: ignore[assignment]  # same life cycle
 
     def _clock(self) -> float:
         return self._mono
@@ -515,6 +515,7 @@ class _Driver:
         self.go = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.pings_sent = 0
+        self.engine_turns = 0
         self.fed = 0
         self.finished = False
         self._speed: Optional[float] = None

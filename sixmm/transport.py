@@ -78,6 +78,10 @@ def check_url(url: str, *, allow_insecure: bool = False) -> str:
         raise ValueError(f"not a WebSocket URL (need ws:// or wss://): {parts.scheme or url!r}")
     if not parts.hostname:
         raise ValueError(f"WebSocket URL has no host: {url!r}")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        raise ValueError(f"WebSocket URL has a bad port: {url!r}") from None
     if parts.scheme == "ws" and not allow_insecure and not _is_loopback(parts.hostname):
         raise ValueError(
             f"refusing plain ws:// to non-loopback host {parts.hostname!r}; "

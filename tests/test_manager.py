@@ -252,6 +252,9 @@ def test_bad_topics_are_rejected_locally() -> None:
     StreamManager("ws://example.com/ws", allow_insecure=True)
     with pytest.raises(ValueError):
         StreamManager("http://127.0.0.1/ws")
+    for bad_port in ("ws://127.0.0.1:<object at 0x1>/ws", "ws://127.0.0.1:99999/ws"):
+        with pytest.raises(ValueError, match="bad port"):
+            StreamManager(bad_port)
 
 
 def test_unsubscribe_stops_delivery(sandbox: Sandbox) -> None:
