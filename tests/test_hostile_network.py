@@ -18,7 +18,7 @@ from sixmm.protocol import redact
 from sixmm.sandbox import Sandbox
 from sixmm.transport import Transport
 
-from .helpers import Recorder, wait_until
+from .helpers import Recorder, control_sandbox, quit_control, wait_until
 from .test_hostile_input import _run_against, ws_frame
 
 FAST: Dict[str, Any] = {
@@ -344,19 +344,8 @@ def test_handshake_error_texts_are_scrubbed(response: str) -> None:
 
 
 def test_network_faults_from_the_control_channel() -> None:
-    import subprocess
-    import sys
-
     from sixmm.protocol.handshake import HandshakeError
     from sixmm.transport import FrameTimeout
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sixmm.sandbox", "--port", "0", "--control"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.PIPE,
-        text=True,
-    )
 
     def command(line: str) -> List[str]:
         assert proc.stdin is not None and proc.stdout is not None
@@ -369,9 +358,7 @@ def test_network_faults_from_the_control_channel() -> None:
             if out == "ok" or out.startswith("error") or not out:
                 return lines
 
-    try:
-        assert proc.stdout is not None
-        ws_url = proc.stdout.readline().split("ws=")[1].split()[0]
+    with control_sandbox() as (proc, ws_url):
         assert command("redirect ws://127.0.0.1:1/ws 307") == ["ok"]
         with pytest.raises(HandshakeError, match="HTTP 307 redirect") as info:
             Transport.connect(ws_url, timeout=5)
@@ -396,10 +383,5 @@ def test_network_faults_from_the_control_channel() -> None:
             assert t.decoder.buffered >= 6
         finally:
             t.close()
-        command("quit")
-        proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        quit_control(proc)
     assert proc.returncode == 0

@@ -17,6 +17,7 @@ import requests
 import websocket
 
 from sixmm.sandbox import Sandbox
+from tests.helpers import control_sandbox, quit_control
 from tests.test_sandbox_helpers import Closed, RawWS
 
 KEY_PATH = "/v1/private/user/listen-key"
@@ -392,16 +393,8 @@ def test_cli_prints_banner_and_exits_cleanly_on_signal(signum: int) -> None:
 
 
 def test_cli_control_commands() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sixmm.sandbox", "--port", "0", "--control"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        ws_url = proc.stdout.readline().split("ws=")[1].split()[0]
+    with control_sandbox() as (proc, ws_url):
+        assert proc.stdin is not None
         ws = RawWS(ws_url)
         try:
             # the handshake can complete a moment before the server registers the socket;
@@ -415,13 +408,7 @@ def test_cli_control_commands() -> None:
                 ws.recv(3.0)
         finally:
             ws.close()
-        proc.stdin.write("quit\n")
-        proc.stdin.flush()
-        out, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        out, err = quit_control(proc)
     assert proc.returncode == 0, err
     assert "unknown command 'bogus'" in out and "dropped 1" in out
 

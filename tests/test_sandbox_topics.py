@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from typing import Any, Iterator, List
 
 import pytest
 import websocket
 
 from sixmm.sandbox import Sandbox
+from tests.helpers import control_sandbox, quit_control
 from tests.test_sandbox_helpers import RawWS, is_ack, on_topic
 
 BTC, ETH = "market.depth.BTCUSDT", "market.depth.ETHUSDT"
@@ -117,16 +116,8 @@ def test_funding_channel_and_publish_on_any_topic(quiet: Sandbox, client: RawWS)
 
 
 def test_control_commands_for_topics() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sixmm.sandbox", "--port", "0", "--control"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        ws_url = proc.stdout.readline().split("ws=")[1].split()[0]
+    with control_sandbox() as (proc, ws_url):
+        assert proc.stdin is not None
         ws = RawWS(ws_url)
         try:
             subscribe(ws, "1", "market.funding.BTCUSDT")
@@ -142,13 +133,7 @@ def test_control_commands_for_topics() -> None:
             assert frame["data"] == {"a": 1}  # the first one was silenced
         finally:
             ws.close()
-        proc.stdin.write("quit\n")
-        proc.stdin.flush()
-        out, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        out, err = quit_control(proc)
     assert proc.returncode == 0, err
     assert "sent to 0" in out and "sent to 1" in out
     assert "error: ValueError" in out  # unknown symbol

@@ -86,6 +86,16 @@ def add_command(subparsers: Any, name: str, help: str, **kwargs: Any) -> argpars
     return parser
 
 
+def to_json(value: Any) -> Any:
+    """A callback's item as JSON-ready data: a model's ``raw`` payload (lists item by item)."""
+    raw = getattr(value, "raw", None)
+    if raw is not None:
+        return raw
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, TextIO
 from ..config import DEFAULT_REST_URL, DEFAULT_WS_URL
 from ..manager import StreamManager
 from ..protocol.redact import scrub
+from .common import to_json
 
 __all__ = ["COMMANDS", "add_parsers", "register"]
 
@@ -97,15 +98,6 @@ def _cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
-def _to_json(value: Any) -> Any:
-    raw = getattr(value, "raw", None)
-    if raw is not None:
-        return raw
-    if isinstance(value, list):
-        return [_to_json(v) for v in value]
-    return value
-
-
 def _printer(
     out: TextIO, topic: str, lock: threading.Lock, closed: threading.Event
 ) -> Callable[[Any], None]:
@@ -113,7 +105,7 @@ def _printer(
         if closed.is_set():
             return
         line = json.dumps(
-            {"topic": topic, "data": _to_json(item)}, separators=(",", ":"), default=str
+            {"topic": topic, "data": to_json(item)}, separators=(",", ":"), default=str
         )
         try:
             with lock:

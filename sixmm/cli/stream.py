@@ -21,6 +21,7 @@ from .common import (
     normalize_topic,
     one_line,
     source,
+    to_json,
 )
 
 __all__ = ["register", "run_until"]
@@ -39,15 +40,6 @@ def register(subparsers: Any) -> None:
     )
     add_source_args(parser)
     parser.set_defaults(run=run)
-
-
-def _to_json(value: Any) -> Any:
-    raw = getattr(value, "raw", None)
-    if raw is not None:
-        return raw
-    if isinstance(value, list):
-        return [_to_json(v) for v in value]
-    return value
 
 
 def run_until(
@@ -90,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         def callback(item: Any) -> None:
             if closed.is_set():
                 return
-            line = json.dumps({"topic": topic, "data": _to_json(item)}, separators=(",", ":"))
+            line = json.dumps({"topic": topic, "data": to_json(item)}, separators=(",", ":"))
             try:
                 with lock:
                     out.write(line + "\n")
