@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any, Callable, Deque, Dict, Optional
 
+from .dispatch import Dispatcher
 from .errors import AuthError, ConnectionLost, HandshakeRejected, ProtocolError
 from .protocol.engine import Close, Fail, Gap, Ready, Report, Restart, Send, Streaming
 from .protocol.framing import CLOSE_NORMAL, FrameError
@@ -55,7 +56,9 @@ class Session:
         report: Callable[[BaseException], None],
         on_gap: Callable[[str, GapEvent], None],
         clock: Callable[[], float] = time.monotonic,
+        dispatcher: Optional[Dispatcher] = None,
     ) -> None:
+        self._dispatcher = dispatcher  # the engine's deliver sink is its submit
         self._report_error = report
         self._on_gap = on_gap
         self._clock = clock
@@ -67,7 +70,9 @@ class Session:
         self.due: Optional[float] = None
 
     def bind(self, conn: Connection) -> None:
+        """``conn`` carries this session: the engine's deliveries go to its lane."""
         self._conn = conn
+        self.engine.lane = conn.name
 
     def url(self) -> str:
         """The URL to connect to (called before every attempt; may do blocking REST work and
@@ -76,6 +81,8 @@ class Session:
 
     def on_open(self, conn: Connection) -> None:
         """The socket is open: (re)subscribe, or wait for the auth ack."""
+        if self._dispatcher is not None:  # the started dispatcher's fast path
+            self.engine.deliver = self._dispatcher.submit
         with self.lock:
             self.engine.wall_offset = time.time() - self._clock()
             self.engine.opened(self._clock())

@@ -70,12 +70,11 @@ class UserSession(Session):
         auth_timeout: float = DEFAULT_ACK_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(report, on_gap, clock)
+        super().__init__(report, on_gap, clock, dispatcher)
         self._ws_url = ws_url
         self._rest = rest
         self._keeper = keeper
         self.route = route
-        self._dispatcher = dispatcher
         self.engine = UserEngine(
             route,
             ids=ids,
@@ -85,10 +84,6 @@ class UserSession(Session):
             auth_timeout=auth_timeout,
             wall_offset=time.time() - clock(),
         )
-
-    def bind(self, conn: Connection) -> None:
-        super().bind(conn)
-        self.engine.lane = conn.name
 
     @property
     def user_id(self) -> Optional[str]:
@@ -116,10 +111,6 @@ class UserSession(Session):
             remember(token)
             return _with_query(self._ws_url, token=token)
         raise AuthError(None, "user() needs a RestClient with api_key/api_secret or a token")
-
-    def on_open(self, conn: Connection) -> None:
-        self.engine.deliver = self._dispatcher.submit  # the started dispatcher's fast path
-        super().on_open(conn)
 
     def on_action(self, conn: Connection, action: Any) -> None:
         cls = action.__class__

@@ -49,9 +49,8 @@ class PublicSession(Session):
         liveness: Liveness = DEFAULT_LIVENESS,
         on_topic_event: Optional[Callable[[str, str, str], None]] = None,
     ) -> None:
-        super().__init__(report, on_gap, clock)
+        super().__init__(report, on_gap, clock, dispatcher)
         self._url = url
-        self._dispatcher = dispatcher
         self._on_failed = on_failed
         self._on_topic_event = on_topic_event  # (connection, topic, reason) -> on_state
         self.engine = PublicEngine(
@@ -62,10 +61,6 @@ class PublicSession(Session):
             liveness=liveness,
             wall_offset=time.time() - clock(),
         )
-
-    def bind(self, conn: Connection) -> None:
-        super().bind(conn)
-        self.engine.lane = conn.name
 
     def __len__(self) -> int:
         return len(self.engine) + len(self._inbox)
@@ -95,10 +90,6 @@ class PublicSession(Session):
 
     def url(self) -> str:
         return self._url
-
-    def on_open(self, conn: Connection) -> None:
-        self.engine.deliver = self._dispatcher.submit  # the started dispatcher's fast path
-        super().on_open(conn)
 
     def on_action(self, conn: Connection, action: Any) -> None:
         cls = action.__class__
