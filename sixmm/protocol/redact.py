@@ -8,7 +8,9 @@ Before such text is logged, raised, stored in ``stats()`` or recorded, it goes t
 - every secret value registered with :func:`remember` (the listenKeys we created, the token,
   the api key), wherever it appears, and
 - anything that looks like a credential by its name: ``listenKey=…``, ``token=…``,
-  ``signature=…``, ``"listenKey": "…"``, ``Bearer …``, ``X-API-KEY: …``.
+  ``signature=…``, ``"listenKey": "…"``, ``listenKey '…'``, ``listenKey <a long token>``,
+  ``Bearer …``, ``X-API-KEY: …`` (a key the client never learned, such as one created by a
+  request whose answer was lost, is quoted back just the same).
 
 The registry is process-wide on purpose: a secret must be scrubbed from every text in the
 process, whichever manager or client saw it. It holds at most :data:`MAX_SECRETS` values
@@ -28,13 +30,18 @@ REDACTED = "<redacted>"
 MAX_SECRETS = 256
 _MIN_SECRET_LEN = 6  # shorter values would scrub ordinary words
 
-_secrets: Tuple[str, ...] = ()
+_secrets: Tuple[str, ...] = ()  # longest first: a secret containing another goes whole
+_recent: Tuple[str, ...] = ()  # the same values, oldest first: the one forgotten at the cap
 
 _BY_NAME = re.compile(
     r"""(?ix)
     (?P<key>listen[_-]?key|token|access[_-]?token|signature|api[_-]?key|secret|x-api-key)
-    (?P<sep>\s*(?:=|:)\s*["']?|["']\s*:\s*["'])
-    (?P<value>[^\s&"',;}<>]{4,})
+    (?:
+      (?P<sep>\s*(?:=|:)\s*["']?|["']\s*:\s*["']|\s+["'])
+      (?P<value>[^\s&"',;}<>]{4,})
+    | (?P<gap>\s+)  # a bare value after the name counts only if it looks like a token
+      (?P<bare>[A-Za-z0-9_.~+/=-]{16,})
+    )
     """
 )
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
@@ -42,21 +49,22 @@ _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
 
 def remember(secret: Optional[str]) -> None:
     """Register a credential so that :func:`scrub` removes it from any text from now on."""
-    global _secrets
+    global _secrets, _recent
     if not secret or len(secret) < _MIN_SECRET_LEN:
         return
-    current = _secrets
-    if secret in current:
+    recent = _recent
+    if secret in recent:
         return
-    # longest first, so that a secret containing another is removed whole
-    updated = sorted((*current[-(MAX_SECRETS - 1) :], secret), key=len, reverse=True)
-    _secrets = tuple(updated)
+    recent = (*recent[-(MAX_SECRETS - 1) :], secret)
+    _recent = recent
+    _secrets = tuple(sorted(recent, key=len, reverse=True))
 
 
 def forget(secret: Optional[str]) -> None:
     """Stop scrubbing ``secret`` specifically (the name patterns still apply)."""
-    global _secrets
+    global _secrets, _recent
     if secret:
+        _recent = tuple(s for s in _recent if s != secret)
         _secrets = tuple(s for s in _secrets if s != secret)
 
 
@@ -72,6 +80,8 @@ def scrub(text: str) -> str:
 
 
 def _replace_named(match: re.Match[str]) -> str:
+    if match.group("bare") is not None:
+        return f"{match.group('key')}{match.group('gap')}{REDACTED}"
     if match.group("value") == REDACTED:
         return match.group(0)
     return f"{match.group('key')}{match.group('sep')}{REDACTED}"
