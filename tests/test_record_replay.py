@@ -246,12 +246,13 @@ def test_a_listen_key_outcome_replays_as_it_was_told_wherever_it_lands(tmp_path:
     lines = path.read_bytes().splitlines(keepends=True)
     events = [json.loads(line) for line in lines[1:]]
     created = [i for i, e in enumerate(events) if e["ev"] == "listen_key"]
-    assert events[created[0]]["kind"] == "created" and events[created[0]]["state"] == ""
+    assert events[created[0]]["kind"] == "created"
     first_recv = next(i for i, e in enumerate(events) if e["ev"] == "recv")
-    assert created[0] < first_recv
+    # the line moves to the other side of the first frame the stream received (usually before
+    # it, told nothing yet; on a busy machine the dispatcher may have told CONNECTED first)
     moved = list(lines[1:])
     line = moved.pop(created[0])
-    moved.insert(first_recv, line)  # now after the first frame the stream received
+    moved.insert(first_recv if created[0] < first_recv else 0, line)
     raced = tmp_path / "raced.jsonl"
     raced.write_bytes(lines[0] + b"".join(moved))
     for recording in (path, raced):
