@@ -7,10 +7,11 @@
 Why nox and not tox: the matrix needs steps that are code, not configuration (build the C
 extensions in place for each interpreter and check they are the ones in use, pass the soak
 only to one version, forward pytest arguments), and nox keeps that in one short Python file
-with the same ``session.install`` / ``session.run`` on every version. ``.ci/run`` runs the
-sessions concurrently (each one is mostly waiting on sockets; see the comments there): first
-``nox --install-only`` for all of them, one after another (the editable installs and in-place
-builds write to the checkout), then ``nox -R`` (reuse, no install) for each, in parallel.
+with the same ``session.install`` / ``session.run`` on every version. ``.ci/run`` installs the
+sessions one after another (``nox --install-only``: the editable installs and in-place builds
+write to the checkout) and starts each one's suite (``nox -R``: reuse, no install) as soon as
+its install is done, so the five run side by side; ``SIXMM_TEST_WORKERS`` gives a session
+pytest-xdist workers (3.11, which runs the most, gets two).
 
 The classifiers in setup.cfg list exactly the versions in :data:`PYTHONS`.
 """
@@ -55,8 +56,13 @@ def tests(session: nox.Session) -> None:
         # version: they test behaviour, not the version
         args += ["-m", "not soak and not slow and not autobahn"]
         args += ["--deselect", "tests/test_soak.py::test_short_soak_survives_every_fault_kind"]
-        # the simulator's 2,000 seeds run on SOAK_PYTHON; 300 here check it runs on this version
-        env["SIXMM_SIM_SEEDS"] = os.environ.get("SIXMM_SIM_SEEDS_OTHER", "300")
+        # the simulator's 2,000 seeds run on SOAK_PYTHON; 150 here check it runs on this version
+        env["SIXMM_SIM_SEEDS"] = os.environ.get("SIXMM_SIM_SEEDS_OTHER", "150")
+    workers = os.environ.get("SIXMM_TEST_WORKERS", "")
+    if workers not in ("", "0", "1"):
+        # whole files to each worker (module fixtures stay per file); the suite mostly waits,
+        # so workers overlap the waits (CI: see .ci/run)
+        args += ["-n", workers, "--dist", "loadfile"]
     session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *args, env=env)
 
 
