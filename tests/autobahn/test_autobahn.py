@@ -34,13 +34,12 @@ def find_wstest() -> Optional[str]:
     explicit = os.environ.get("SIXMM_WSTEST")
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
-    found = shutil.which("wstest")
-    if found:
-        return found
+    # pyenv's own copy first: a pyenv shim named wstest on PATH exits 127 when 2.7 is not one
+    # of pyenv's selected versions
     for path in sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/2.7*/bin/wstest"))):
         if os.access(path, os.X_OK):
             return path
-    return None
+    return shutil.which("wstest")
 
 
 def _free_port() -> int:
