@@ -58,6 +58,9 @@ def tests(session: nox.Session) -> None:
         args += ["--deselect", "tests/test_soak.py::test_short_soak_survives_every_fault_kind"]
         # the simulator's 2,000 seeds run on SOAK_PYTHON; 150 here check it runs on this version
         env["SIXMM_SIM_SEEDS"] = os.environ.get("SIXMM_SIM_SEEDS_OTHER", "150")
+        # and a quarter of each property test's examples (tests/conftest.py): the five suites
+        # share two cores, and the properties are explored in full on SOAK_PYTHON
+        env["SIXMM_HYPOTHESIS_SCALE"] = os.environ.get("SIXMM_HYPOTHESIS_SCALE_OTHER", "0.25")
     workers = os.environ.get("SIXMM_TEST_WORKERS", "")
     if workers not in ("", "0", "1"):
         # whole files to each worker (module fixtures stay per file); the suite mostly waits,

@@ -106,3 +106,21 @@ settings.register_profile(
     "sixmm", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
 )
 settings.load_profile("sixmm")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    """``SIXMM_HYPOTHESIS_SCALE=0.25`` runs a quarter of every property test's examples (at
+    least 10), explicit ``@settings(max_examples=...)`` included: CI explores fully on one
+    Python and checks that the properties run on the others (``noxfile.py``)."""
+    scale = float(os.environ.get("SIXMM_HYPOTHESIS_SCALE", "") or 1)
+    if scale == 1:
+        return
+    for item in items:
+        fn = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
+        own = getattr(fn, "_hypothesis_internal_use_settings", None)
+        if own is None or getattr(fn, "_sixmm_scaled", False):
+            continue  # not a property test, or one parametrized copy already scaled it
+        fn._hypothesis_internal_use_settings = settings(  # type: ignore[union-attr]
+            own, max_examples=max(10, int(own.max_examples * scale))
+        )
+        fn._sixmm_scaled = True  # type: ignore[union-attr]
