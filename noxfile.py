@@ -63,8 +63,8 @@ def tests(session: nox.Session) -> None:
         env["SIXMM_HYPOTHESIS_SCALE"] = os.environ.get("SIXMM_HYPOTHESIS_SCALE_OTHER", "0.25")
     workers = os.environ.get("SIXMM_TEST_WORKERS", "")
     if workers not in ("", "0", "1"):
-        # whole files to each worker (module fixtures stay per file); the suite mostly waits,
-        # so workers overlap the waits (CI: see .ci/run)
+        # whole files to each worker (module fixtures stay per file); CI gives 3.11, which runs
+        # the most, two so it ends with the other versions (see .ci/run)
         args += ["-n", workers, "--dist", "loadfile"]
     session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *args, env=env)
 

@@ -116,7 +116,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
     if scale == 1:
         return
     for item in items:
-        fn = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
+        obj = getattr(item, "obj", None)
+        fn = getattr(obj, "__func__", obj)  # a method's function carries the settings
         own = getattr(fn, "_hypothesis_internal_use_settings", None)
         if own is None or getattr(fn, "_sixmm_scaled", False):
             continue  # not a property test, or one parametrized copy already scaled it
