@@ -3,13 +3,16 @@ matter, as versioned JSON Lines (``.gz``: gzip). The format is documented in the
 ("Record and replay") and in :data:`FORMAT`.
 
 The :class:`Recorder` is a :class:`sixmm.tap.Tap`: connections call it on their reader threads,
-where it only appends a tuple to a bounded deque (no lock, no I/O, no scrubbing). One writer
-thread, ``sixmm-recorder``, owns the file: it scrubs every text with
+where it never waits. With the C extension (``_recfast``) a received frame's line is formatted
+right there into a bounded buffer (well under a microsecond; the frame's bytes stay on the core
+that received them); every other event, and a frame that may hold a credential or is not UTF-8,
+is appended as a tuple to a bounded deque (no lock, no I/O, no scrubbing). One writer thread,
+``sixmm-recorder``, owns the file: it takes the buffer, scrubs every queued text with
 :func:`sixmm.protocol.redact.scrub` (so no listenKey, token, api key or signature is ever
-written), encodes the lines, writes them and flushes at least every :data:`FLUSH_INTERVAL`
-seconds. When the disk cannot keep up and the deque is full, events are dropped, counted in
-``stats()``, marked in the file (a ``dropped`` line) and reported to ``on_error`` at most once a
-second: the stream itself is never blocked.
+written), writes both in the order they happened and flushes at least every
+:data:`FLUSH_INTERVAL` seconds. When the disk cannot keep up and the buffer or deque is full,
+events are dropped, counted in ``stats()``, marked in the file (a ``dropped`` line) and
+reported to ``on_error`` at most once a second: the stream itself is never blocked.
 
 Thread-safety: the tap methods and ``note``/``rest``/``stats`` may be called from any thread;
 ``start``/``stop`` from the owner (the manager).
@@ -44,13 +47,15 @@ VERSION = 1
 FLUSH_INTERVAL = 0.5
 _WAKE = 0.1
 DEFAULT_MAX_PENDING = 200_000
+DEFAULT_MAX_BYTES = 64 << 20  # the formatted lines the writer has not taken yet
 
-# event tuples: (kind, conn, value, monotonic seconds); one clock read per event, the
-# epoch time of each line is derived from the header's anchor (no jumps when NTP steps)
-_Item = Tuple[str, str, Any, float]
+# event tuples: (kind, conn, value, monotonic seconds, offset); one clock read per event, the
+# epoch time of each line is derived from the header's anchor (no jumps when NTP steps); the
+# offset is where the C buffer stood when the event was queued (its place among those lines)
+_Item = Tuple[str, str, Any, float, int]
 _enc: Callable[[str], str] = encode_basestring
 _monotonic = time.monotonic
-_recfast: Any = load("_recfast")  # the optional C twin of _recv_lines_py
+_recfast: Any = load("_recfast")  # the optional reader-side formatter (Lines)
 SPEEDUPS = _recfast is not None
 # every credential name redact.scrub looks for contains one of these (lowercased)
 _CREDENTIAL_WORDS = (b"key", b"token", b"signature", b"secret", b"bearer")
@@ -81,12 +86,15 @@ class Recorder:
         url: str = "",
         report: Callable[[BaseException], None] = lambda exc: None,
         max_pending: int = DEFAULT_MAX_PENDING,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.path = str(path)
         self._url = url
         self._report = report
         self._max = max_pending
+        self._max_bytes = max_bytes
         self._q: Deque[_Item] = collections.deque()
+        self._lines: Any = None  # the C buffer, from start() on when _recfast is built
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -97,7 +105,7 @@ class Recorder:
         self._secrets_seen: Tuple[str, ...] = ()
         self._secret_bytes: Tuple[bytes, ...] = ()
         self._lock = threading.Lock()
-        self.dropped = 0
+        self._dropped = 0  # events the deque had no room for
         self._dropped_written = 0
         self._dropped_reported = 0
         self._last_report = 0.0
@@ -109,12 +117,19 @@ class Recorder:
 
     # -- the tap (reader threads: append and return) ------------------------------------
 
+    @property
+    def dropped(self) -> int:
+        """Events not recorded so far (no room in the buffer or the deque)."""
+        lines = self._lines
+        return self._dropped + (lines.dropped if lines is not None else 0)
+
     def _put(self, kind: str, conn: str, value: Any) -> None:
         q = self._q
         if len(q) >= self._max or self._stop.is_set():
-            self.dropped += 1  # racy by a count at worst; reported as "at least"
+            self._dropped += 1  # racy by a count at worst; reported as "at least"
             return
-        q.append((kind, conn, value, time.monotonic()))
+        lines = self._lines
+        q.append((kind, conn, value, time.monotonic(), lines.total if lines is not None else 0))
 
     def opened(self, conn: str, url: str) -> None:
         # the credential in the URL is scrubbed from everything recorded from now on, even
@@ -130,11 +145,18 @@ class Recorder:
         remember(getattr(getattr(rest, "_auth", None), "_api_key", None))
 
     def received(self, conn: str, payload: bytes) -> None:
+        lines = self._lines
+        if lines is not None:
+            if lines.append(payload, conn, _monotonic(), redact._secrets):
+                return
+            offset = lines.total  # declined (maybe a credential): the scrubbing path
+        else:
+            offset = 0
         q = self._q
         if len(q) >= self._max:
-            self.dropped += 1
+            self._dropped += 1
             return
-        q.append(("recv", conn, payload, _monotonic()))
+        q.append(("recv", conn, payload, _monotonic(), offset))
 
     def sent(self, conn: str, text: str) -> None:
         self._put("sent", conn, text)
@@ -188,6 +210,13 @@ class Recorder:
             }
             self._write(json.dumps(header, separators=(",", ":")) + "\n")
             self._flush()
+            if _recfast is not None:
+                self._lines = _recfast.Lines(
+                    self._epoch0_ms - self._mono0 * 1000.0,
+                    self._mono0,
+                    _CREDENTIAL_WORDS,
+                    self._max_bytes,
+                )
             self._thread = threading.Thread(target=self._run, name="sixmm-recorder", daemon=True)
             self._thread.start()
 
@@ -206,7 +235,7 @@ class Recorder:
             "path": self.path,
             "written": self.written,
             "bytes": self.bytes_written,
-            "pending": len(self._q),
+            "pending": len(self._q) + (self._lines.pending if self._lines is not None else 0),
             "dropped": self.dropped,
             "flushes": self.flushes,
             "writer_cpu_s": round(self.writer_cpu, 3),
@@ -248,46 +277,62 @@ class Recorder:
             self._report(RecorderOverflow(dropped, self.path))
 
     def _drain(self) -> None:
+        lines = self._lines
+        if lines is not None:
+            data, end, count = lines.take()
+            self.written += count
+        else:
+            data, end = b"", 0
+        start = pos = end - len(data)
         q = self._q
         popleft = q.popleft
-        batch = [popleft() for _ in range(len(q))]
-        chunks: List[bytes] = []
-        lines: List[str] = []  # general-path lines not yet encoded into chunks
+        batch: List[_Item] = []
+        for _ in range(len(q)):
+            if q[0][4] > end:  # queued after the lines taken: the next round's
+                break
+            batch.append(popleft())
+        view = memoryview(data)
+        chunks: List[Any] = []
+        text: List[str] = []  # general-path lines not yet encoded into chunks
         run: List[_Item] = []
         for item in batch:
+            if item[4] > pos:  # the buffer's lines that came before this event
+                if run:
+                    self._recv_lines(run, text)
+                    run = []
+                if text:
+                    chunks.append("".join(text).encode("utf-8"))
+                    text = []
+                chunks.append(view[pos - start : item[4] - start])
+                pos = item[4]
             if item[0] == "recv":
                 run.append(item)
                 continue
             if run:
-                self._recv_chunks(run, chunks, lines)
+                self._recv_lines(run, text)
                 run = []
-            lines.append(self._line(item))
+            text.append(self._line(item))
             self.written += 1
         if run:
-            self._recv_chunks(run, chunks, lines)
+            self._recv_lines(run, text)
+        if text:
+            chunks.append("".join(text).encode("utf-8"))
+        if pos < end:
+            chunks.append(view[pos - start :])
         if self.dropped != self._dropped_written:
             total = self.dropped
-            lines.append(
+            chunks.append(
                 f'{self._head("", _monotonic())},"ev":"dropped",'
-                f'"count":{total - self._dropped_written}}}\n'
+                f'"count":{total - self._dropped_written}}}\n'.encode()
             )
             self._dropped_written = total
             self.written += 1
-        if lines:
-            chunks.append("".join(lines).encode("utf-8"))
         if chunks:
             self._write_chunks(chunks)
 
-    def _recv_chunks(self, run: List[_Item], chunks: List[bytes], lines: List[str]) -> None:
-        """Encoded lines for a run of received frames (in C when ``_recfast`` is built)."""
+    def _recv_lines(self, run: List[_Item], lines: List[str]) -> None:
         self.written += len(run)
-        if _recfast is None:
-            self._recv_lines_py(run, lines)
-            return
-        if lines:  # keep the order: what came before this run goes first
-            chunks.append("".join(lines).encode("utf-8"))
-            lines.clear()
-        self._recv_lines_c(run, chunks)
+        self._recv_lines_py(run, lines)
 
     def _head(self, conn: str, m: float) -> str:
         t = int(self._epoch0_ms + (m - self._mono0) * 1000.0)
@@ -295,7 +340,7 @@ class Recorder:
 
     def _line(self, item: _Item) -> str:
         """One event line (the general path: every text scrubbed)."""
-        kind, conn, value, m = item
+        kind, conn, value, m, _offset = item
         head = self._head(conn, m)
         if kind == "recv":
             try:
@@ -320,35 +365,6 @@ class Recorder:
             body = json.dumps(value, separators=(",", ":"), default=str)
             return f'{head},"ev":"rest","call":{scrub(body)}}}\n'
         return f'{head},"ev":"{kind}"}}\n'
-
-    def _recv_lines_c(self, run: List[_Item], chunks: List[bytes]) -> None:
-        """``_recfast.recv_lines`` per stretch of one connection's frames (formats and escapes
-        without the GIL); a stretch it declines (maybe a credential, not UTF-8) takes the
-        scrubbing pure path."""
-        base = self._epoch0_ms - self._mono0 * 1000.0
-        secrets = self._secret_bytes_now()
-        start = 0
-        n = len(run)
-        while start < n:  # one call per stretch of frames from the same connection
-            conn = run[start][1]
-            end = start + 1
-            while end < n and run[end][1] == conn:
-                end += 1
-            part = run[start:end]
-            out = _recfast.recv_lines(
-                part,
-                _enc(conn).encode("utf-8"),
-                base,
-                self._mono0,
-                _CREDENTIAL_WORDS,
-                secrets,
-            )
-            if out is None:  # not UTF-8, or maybe a credential: the general path
-                lines: List[str] = []
-                self._recv_lines_py(part, lines)
-                out = "".join(lines).encode("utf-8")
-            chunks.append(out)
-            start = end
 
     def _recv_lines_py(self, run: List[_Item], lines: List[str]) -> None:
         """Lines for a run of received frames, batch-wise where it is safe: one join, one
@@ -401,7 +417,7 @@ class Recorder:
     def _write(self, text: str) -> None:
         self._write_chunks([text.encode("utf-8")])
 
-    def _write_chunks(self, chunks: List[bytes]) -> None:
+    def _write_chunks(self, chunks: List[Any]) -> None:
         f = self._file
         if f is not None:
             for data in chunks:
@@ -418,6 +434,8 @@ class Recorder:
         self.flushes += 1
 
     def _close(self) -> None:
+        if self._lines is not None:
+            self._lines.close()  # later frames are not buffered for nobody
         f, raw = self._file, self._raw
         self._file = self._raw = None
         for handle in (f, raw):

@@ -1,10 +1,10 @@
-"""The recording writer's C twin (``_recfast``) writes exactly what the pure path writes."""
+"""The recording's C buffer (``_recfast.Lines``) writes exactly what the pure path writes."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import pytest
 from hypothesis import given, settings
@@ -16,40 +16,66 @@ from sixmm.protocol import redact
 pytestmark = pytest.mark.skipif(not recording.SPEEDUPS, reason="_recfast not built")
 
 
-def _both(tmp_path: Path, payloads: List[bytes], conns: List[str]) -> List[str]:
-    out = []
-    rec = recording.Recorder(str(tmp_path / "x.jsonl"))
-    run = [("recv", c, p, rec._mono0 + i * 0.001) for i, (p, c) in enumerate(zip(payloads, conns))]
-    chunks: List[bytes] = []
-    rec._recv_lines_c(run, chunks)
-    out.append(b"".join(chunks).decode("utf-8"))
-    lines: List[str] = []
-    rec._recv_lines_py(run, lines)
-    out.append("".join(lines))
-    return out
+def _lines(rec: recording.Recorder) -> Any:
+    return recording._recfast.Lines(
+        rec._epoch0_ms - rec._mono0 * 1000.0, rec._mono0, recording._CREDENTIAL_WORDS, 0
+    )
+
+
+def _check(rec: recording.Recorder, lines: Any, payload: bytes, conn: str, m: float) -> str:
+    """Append one frame to the C buffer; it must write exactly the pure path's line, or decline
+    exactly the frames the pure path scrubs (or encodes as base64)."""
+    accepted = lines.append(payload, conn, m, redact._secrets)  # type: ignore[attr-defined]
+    data, _end, count = lines.take()  # type: ignore[attr-defined]
+    py: List[str] = []
+    rec._recv_lines_py([("recv", conn, payload, m, 0)], py)
+    try:
+        payload.decode("utf-8")
+        plain = not rec._suspect(payload)
+    except UnicodeDecodeError:
+        plain = False
+    assert accepted == plain, payload
+    if accepted:
+        assert count == 1 and data.decode("utf-8") == "".join(py)
+    else:
+        assert count == 0 and data == b""
+    return "".join(py)
 
 
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60).map(
     lambda s: s.encode("utf-8")
 )
+words = st.sampled_from(["key", "Token", "SIGNATURE", "secret", "bEaReR", "ke", "tok"])
 
 
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(st.one_of(texts, st.binary(max_size=40)), min_size=1, max_size=8),
-    st.lists(st.sampled_from(["public-0", "public-1", "user"]), min_size=8, max_size=8),
+    st.sampled_from(["public-0", "public-1", "user", 'odd"name\\n\u00e9']),
 )
 def test_c_and_pure_agree(
-    tmp_path_factory: pytest.TempPathFactory, payloads: List[bytes], conns: List[str]
+    tmp_path_factory: pytest.TempPathFactory, payloads: List[bytes], conn: str
 ) -> None:
-    c, py = _both(tmp_path_factory.mktemp("r"), payloads, conns[: len(payloads)])
-    assert c == py
-    for line, payload in zip(c.split("\n"), payloads):
+    rec = recording.Recorder(str(tmp_path_factory.mktemp("r") / "x.jsonl"))
+    lines = _lines(rec)
+    for i, payload in enumerate(payloads):
+        line = _check(rec, lines, payload, conn, rec._mono0 + i * 0.001)
         ev = json.loads(line)
+        assert ev["conn"] == conn
         if "text" in ev:
             assert ev["text"] == redact.scrub(payload.decode("utf-8"))
         else:
             assert "b64" in ev
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts, words, texts)
+def test_a_credential_word_anywhere_takes_the_scrubbing_path(
+    before: bytes, word: str, after: bytes
+) -> None:
+    rec = recording.Recorder("/dev/null")
+    payload = before + word.encode("ascii") + after
+    _check(rec, _lines(rec), payload, "user", rec._mono0)
 
 
 def test_credentials_take_the_scrubbing_path(tmp_path: Path) -> None:
@@ -60,12 +86,51 @@ def test_credentials_take_the_scrubbing_path(tmp_path: Path) -> None:
         b'{"echo":"s3cr3t-value-xyz"}',
         b'{"TOKEN=zzzzzzzz"}',
         b'{"plain":"\\u0001\x01\n"}',
+        b'{"tail":"..s3cr3t-value-xy"}',
     ]
-    c, py = _both(tmp_path, payloads, ["user"] * len(payloads))
-    assert c == py
-    assert "abcdefgh1234" not in c and "s3cr3t-value-xyz" not in c and "zzzzzzzz" not in c
-    assert "abcdefghijk" not in c
+    rec = recording.Recorder(str(tmp_path / "x.jsonl"))
+    lines = _lines(rec)
+    out = "".join(_check(rec, lines, p, "user", rec._mono0) for p in payloads)
+    assert "abcdefgh1234" not in out and "s3cr3t-value-xyz" not in out and "zzzzzzzz" not in out
+    assert "abcdefghijk" not in out
     redact.forget("s3cr3t-value-xyz")
+    # a secret forgotten is a new tuple: the buffer sees the change on its next append
+    assert lines.append(b'{"echo":"s3cr3t-value-xyz"}', "user", 1.0, redact._secrets)
+
+
+def test_the_buffer_drops_and_counts_at_its_limit_and_keeps_offsets() -> None:
+    lines = recording._recfast.Lines(0.0, 0.0, recording._CREDENTIAL_WORDS, 4096)
+    frame = b'{"p":"' + b"x" * 100 + b'"}'
+    accepted = sum(lines.append(frame, "public-0", 1.0, ()) for _ in range(100))
+    assert accepted == 100  # dropped frames count as handled: never queued elsewhere
+    assert 0 < lines.pending < 100 and lines.dropped == 100 - lines.pending
+    data, end, count = lines.take()
+    assert count == data.count(b"\n") and end == len(data) == lines.total
+    assert lines.pending == 0
+    lines.append(frame, "public-0", 1.0, ())
+    data2, end2, _ = lines.take()
+    assert end2 == end + len(data2)
+    lines.close()
+    assert lines.append(frame, "public-0", 1.0, ()) and lines.take()[2] == 0
+
+
+def test_a_recording_interleaves_buffered_lines_and_queued_events_in_order(
+    tmp_path: Path,
+) -> None:
+    rec = recording.Recorder(str(tmp_path / "r.jsonl"))
+    rec.start()
+    rec.opened("public-0", "wss://x/ws")
+    rec.received("public-0", b'{"n":1}')
+    rec.sent("public-0", '{"op":"ping"}')
+    rec.received("public-0", b'{"n":2,"apiKey":"zzzzzzzzzz"}')  # declined: queued, scrubbed
+    rec.received("public-0", b'{"n":3}')
+    rec.closed("public-0", "bye")
+    rec.stop()
+    events = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()[1:]]
+    assert [e["ev"] for e in events] == ["open", "recv", "sent", "recv", "recv", "close"]
+    assert [json.loads(e["text"]).get("n") for e in events if e["ev"] == "recv"] == [1, 2, 3]
+    assert "zzzzzzzzzz" not in (tmp_path / "r.jsonl").read_text()
+    assert rec.stats()["written"] == 6
 
 
 @settings(max_examples=300, deadline=None)
@@ -74,7 +139,7 @@ def test_parse_recv_inverts_the_writer(payloads: List[bytes]) -> None:
     from sixmm.replay import _fast_recv, _recfast
 
     rec = recording.Recorder("/dev/null")
-    run = [("recv", "public-0", p, rec._mono0 + i * 0.25) for i, p in enumerate(payloads)]
+    run = [("recv", "public-0", p, rec._mono0 + i * 0.25, 0) for i, p in enumerate(payloads)]
     lines: List[str] = []
     rec._recv_lines_py(run, lines)
     for line, payload in zip("".join(lines).split("\n"), payloads):

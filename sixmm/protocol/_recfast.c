@@ -1,169 +1,169 @@
 /* sixmm.protocol._recfast: the recording writer's hot path in C (optional extension).
  *
- * recv_lines(items, conn, base_ms, mono0, words, secrets) -> bytes | None
- *   items: the recorder's (kind, conn, payload, mono) tuples of one connection
- *
- * Formats one JSON line per received frame exactly as sixmm/recording.py's pure path does:
- *   {"t":<int(base_ms + m*1000)>,"us":<int((m-mono0)*1e6)>,"conn":<conn>,"ev":"recv","text":"<esc>"}\n
+ * Lines(base_ms, mono0, words, limit): a buffer of recording lines that the connection reader
+ * threads fill, one append() per received frame, and the writer thread empties with take().
+ * append(payload, conn, mono, secrets) formats one line exactly as sixmm/recording.py's pure
+ * path does:
+ *   {"t":<int(base_ms + m*1000)>,"us":<int((m-mono0)*1e6)>,"conn":"<conn>","ev":"recv","text":"<esc>"}\n
  * where <esc> is json.encoder.encode_basestring's escaping of the UTF-8 text (", \, and the
- * control characters; other characters kept as they are). Returns None when any frame is not
- * valid UTF-8, or may hold a credential (contains one of `words`, ASCII case-insensitively,
- * or one of `secrets`): the caller then takes the general per-frame path, which scrubs.
+ * control characters; other characters kept as they are). It declines (returns False, appends
+ * nothing) a frame that is not valid UTF-8 or may hold a credential (contains one of `words`,
+ * ASCII case-insensitively, or one of `secrets`): the caller then queues it for the general
+ * path, which scrubs. Formatting on the reader costs well under a microsecond a frame and keeps
+ * the frame's bytes on the core that received them; the writer only moves whole buffers.
  *
- * The scan and the formatting run without the GIL (the payloads are immutable bytes kept
- * alive by the caller's list), so the connection reader threads keep running meanwhile.
+ * parse_recv(line) -> (t, us, conn, payload) | None: the inverse, for replay.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <string.h>
 
-typedef struct {
-    const unsigned char *p;
-    Py_ssize_t n;
-    double m;
-} frame_t;
 
-static int utf8_valid(const unsigned char *s, Py_ssize_t n) {
-    Py_ssize_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        if (c < 0x80) { i++; continue; }
-        if (c >= 0xC2 && c <= 0xDF) {
-            if (i + 1 >= n || (s[i + 1] & 0xC0) != 0x80) return 0;
-            i += 2;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            if (i + 2 >= n) return 0;
-            unsigned char c1 = s[i + 1], c2 = s[i + 2];
-            if ((c1 & 0xC0) != 0x80 || (c2 & 0xC0) != 0x80) return 0;
-            if (c == 0xE0 && c1 < 0xA0) return 0;           /* overlong */
-            if (c == 0xED && c1 > 0x9F) return 0;           /* surrogates */
-            i += 3;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            if (i + 3 >= n) return 0;
-            unsigned char c1 = s[i + 1], c2 = s[i + 2], c3 = s[i + 3];
-            if ((c1 & 0xC0) != 0x80 || (c2 & 0xC0) != 0x80 || (c3 & 0xC0) != 0x80) return 0;
-            if (c == 0xF0 && c1 < 0x90) return 0;           /* overlong */
-            if (c == 0xF4 && c1 > 0x8F) return 0;           /* > U+10FFFF */
-            i += 4;
-        } else {
-            return 0;
-        }
+/* Length of the valid UTF-8 sequence starting with a byte >= 0x80 at s[0], or 0. */
+static Py_ssize_t utf8_seq(const unsigned char *s, Py_ssize_t n) {
+    unsigned char c = s[0];
+    if (c >= 0xC2 && c <= 0xDF) {
+        return (n >= 2 && (s[1] & 0xC0) == 0x80) ? 2 : 0;
     }
-    return 1;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (n < 3) return 0;
+        unsigned char c1 = s[1], c2 = s[2];
+        if ((c1 & 0xC0) != 0x80 || (c2 & 0xC0) != 0x80) return 0;
+        if (c == 0xE0 && c1 < 0xA0) return 0;           /* overlong */
+        if (c == 0xED && c1 > 0x9F) return 0;           /* surrogates */
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (n < 4) return 0;
+        unsigned char c1 = s[1], c2 = s[2], c3 = s[3];
+        if ((c1 & 0xC0) != 0x80 || (c2 & 0xC0) != 0x80 || (c3 & 0xC0) != 0x80) return 0;
+        if (c == 0xF0 && c1 < 0x90) return 0;           /* overlong */
+        if (c == 0xF4 && c1 > 0x8F) return 0;           /* > U+10FFFF */
+        return 4;
+    }
+    return 0;
 }
 
 static unsigned char lower(unsigned char c) {
     return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
 }
 
+/* Does s hold w (memchr finds each candidate first byte)? */
 static int has_bytes(const unsigned char *s, Py_ssize_t n, const unsigned char *w, Py_ssize_t k) {
-    if (k == 0 || k > n) return k == 0;
-    for (Py_ssize_t i = 0; i + k <= n; i++) {
-        if (s[i] == w[0] && memcmp(s + i, w, (size_t)k) == 0) return 1;
+    if (k == 0) return 1;
+    const unsigned char *p = s, *end = s + n;
+    while (end - p >= k) {
+        p = memchr(p, w[0], (size_t)(end - p - k + 1));
+        if (p == NULL) return 0;
+        if (memcmp(p, w, (size_t)k) == 0) return 1;
+        p++;
     }
     return 0;
 }
 
+/* Credential words are found with a rolling key over 3-byte windows: the low five bits of
+ * each byte, so 'K' and 'k' (and every other ASCII case pair) give the same key. A set bit in
+ * the 4 KiB table means "maybe a word starts here"; a hit is confirmed byte by byte. */
+#define TRI(a, b, c) ((((unsigned)(a) & 31u) << 10) | (((unsigned)(b) & 31u) << 5) | ((unsigned)(c) & 31u))
+
+typedef struct {
+    unsigned char tri[4096];
+    const unsigned char *wp[16];
+    Py_ssize_t wl[16];
+    Py_ssize_t nw;
+} words_t;
+
+/* Does a word start at s[j] (s holds n bytes)? */
+static int word_at(const unsigned char *s, Py_ssize_t n, Py_ssize_t j, const words_t *W) {
+    for (Py_ssize_t w = 0; w < W->nw; w++) {
+        Py_ssize_t k = 0, l = W->wl[w];
+        if (j + l > n) continue;
+        while (k < l && lower(s[j + k]) == W->wp[w][k]) k++;
+        if (k == l) return 1;
+    }
+    return 0;
+}
+
+/* Writes v in decimal at out; returns the number of bytes. */
+static size_t put_ll(char *out, long long v) {
+    char tmp[24];
+    size_t k = 0, o = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    if (v < 0) out[o++] = '-';
+    do { tmp[k++] = (char)('0' + u % 10); u /= 10; } while (u);
+    while (k) out[o++] = tmp[--k];
+    return o;
+}
+
 static const char HEX[] = "0123456789abcdef";
 
-static PyObject *recv_lines(PyObject *self, PyObject *args) {
-    PyObject *items, *words, *secrets;
-    const char *conn;
-    Py_ssize_t conn_len;
-    double base_ms, mono0;
-    if (!PyArg_ParseTuple(args, "O!y#ddO!O!", &PyList_Type, &items, &conn, &conn_len, &base_ms,
-                          &mono0, &PyTuple_Type, &words, &PyTuple_Type, &secrets))
-        return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(items);
-    Py_ssize_t nw = PyTuple_GET_SIZE(words), ns = PyTuple_GET_SIZE(secrets);
-    const unsigned char *wp[16], *sp[256];
-    Py_ssize_t wl[16], sl[256];
-    if (nw > 16 || ns > 256) {
-        PyErr_SetString(PyExc_ValueError, "too many words or secrets");
-        return NULL;
+/* Byte classes for the escaping copy: 0 kept, 1 escaped as a backslash and itself (" and \),
+ * 2 anything else (control characters, and bytes >= 0x80 that start a UTF-8 sequence). */
+static unsigned char CLS[256];
+
+static void init_cls(void) {
+    for (int c = 0; c < 256; c++) CLS[c] = (c < 0x20 || c >= 0x80) ? 2 : 0;
+    CLS['"'] = 1;
+    CLS['\\'] = 1;
+}
+
+/* May s hold a credential word? One pass of the rolling key, no stores. */
+static int has_word(const unsigned char *s, Py_ssize_t len, const words_t *W) {
+    const unsigned char *tri = W->tri;
+    unsigned h = 0;
+    for (Py_ssize_t j = 0; j < len; j++) {
+        h = ((h << 5) | (s[j] & 31u)) & 0x7FFFu;
+        if (((tri[h >> 3] >> (h & 7)) & 1u) && j >= 2 && word_at(s, len, j - 2, W)) return 1;
     }
-    for (Py_ssize_t i = 0; i < nw; i++) {
-        PyObject *w = PyTuple_GET_ITEM(words, i);
-        if (!PyBytes_Check(w)) { PyErr_SetString(PyExc_TypeError, "words must be bytes"); return NULL; }
-        wp[i] = (const unsigned char *)PyBytes_AS_STRING(w);
-        wl[i] = PyBytes_GET_SIZE(w);
-    }
-    for (Py_ssize_t i = 0; i < ns; i++) {
-        PyObject *w = PyTuple_GET_ITEM(secrets, i);
-        if (!PyBytes_Check(w)) { PyErr_SetString(PyExc_TypeError, "secrets must be bytes"); return NULL; }
-        sp[i] = (const unsigned char *)PyBytes_AS_STRING(w);
-        sl[i] = PyBytes_GET_SIZE(w);
-    }
-    unsigned char first[256];
-    memset(first, 0, sizeof first);
-    for (Py_ssize_t i = 0; i < nw; i++) {
-        if (wl[i] == 0) {
-            PyErr_SetString(PyExc_ValueError, "empty word");
-            return NULL;
-        }
-        first[wp[i][0]] = 1;
-    }
-    frame_t *frames = PyMem_Malloc(sizeof(frame_t) * (size_t)(n > 0 ? n : 1));
-    if (frames == NULL) return PyErr_NoMemory();
-    size_t bound = 1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyList_GET_ITEM(items, i);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 4) {
-            PyMem_Free(frames);
-            PyErr_SetString(PyExc_TypeError, "items must be (kind, conn, payload, mono) tuples");
-            return NULL;
-        }
-        PyObject *p = PyTuple_GET_ITEM(item, 2);
-        PyObject *m = PyTuple_GET_ITEM(item, 3);
-        if (!PyBytes_Check(p) || !PyFloat_Check(m)) {
-            PyMem_Free(frames);
-            PyErr_SetString(PyExc_TypeError, "payloads must be bytes and monos floats");
-            return NULL;
-        }
-        frames[i].p = (const unsigned char *)PyBytes_AS_STRING(p);
-        frames[i].n = PyBytes_GET_SIZE(p);
-        frames[i].m = PyFloat_AS_DOUBLE(m);
-        bound += (size_t)frames[i].n * 6 + (size_t)conn_len + 96;
-    }
-    char *out = PyMem_RawMalloc(bound);
-    if (out == NULL) { PyMem_Free(frames); return PyErr_NoMemory(); }
-    int fallback = 0;
-    size_t pos = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n && !fallback; i++) {
-        const unsigned char *s = frames[i].p;
-        Py_ssize_t len = frames[i].n;
-        if (!utf8_valid(s, len)) { fallback = 1; break; }
-        /* one pass: only positions whose (lowercased) byte starts some word are compared */
-        for (Py_ssize_t j = 0; j < len && !fallback; j++) {
-            unsigned char c = lower(s[j]);
-            if (!first[c]) continue;
-            for (Py_ssize_t w = 0; w < nw; w++) {
-                if (wp[w][0] != c || j + wl[w] > len) continue;
-                Py_ssize_t k = 1;
-                while (k < wl[w] && lower(s[j + k]) == wp[w][k]) k++;
-                if (k == wl[w]) { fallback = 1; break; }
+    return 0;
+}
+
+/* The escaping copy of one byte that is not a control character or >= 0x80 (branch-free:
+ * quotes are frequent in JSON). */
+#define PUT_PLAIN(c, k) do { out[pos] = '\\'; out[pos + (k)] = (char)(c); pos += 1 + (k); } while (0)
+
+/* Escapes s into out as json.encoder.encode_basestring does (without the quotes); returns the
+ * bytes written, or -1 if s is not valid UTF-8. Eight bytes at a time while none needs care. */
+static Py_ssize_t escape(const unsigned char *s, Py_ssize_t len, char *out) {
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+    Py_ssize_t pos = 0, j = 0;
+    while (j < len) {
+        if (j + 8 <= len) {
+            uint64_t x;
+            memcpy(&x, s + j, 8);
+            uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+            /* a high bit set where a byte is '"', '\\', < 0x20 or >= 0x80 (maybe falsely for
+             * the byte after such a byte: those blocks take the byte-wise path) */
+            uint64_t t = ((q - ones) & ~q) | ((b - ones) & ~b) | (x - ones * 0x20) | x;
+            if (!(t & high)) {
+                memcpy(out + pos, &x, 8);
+                pos += 8;
+                j += 8;
+                continue;
             }
         }
-        for (Py_ssize_t w = 0; w < ns && !fallback; w++)
-            if (has_bytes(s, len, sp[w], sl[w])) fallback = 1;
-        if (fallback) break;
-        double m = frames[i].m;
-        long long t = (long long)(base_ms + m * 1000.0);
-        long long us = (long long)((m - mono0) * 1e6);
-        pos += (size_t)sprintf(out + pos, "{\"t\":%lld,\"us\":%lld,\"conn\":", t, us);
-        memcpy(out + pos, conn, (size_t)conn_len);
-        pos += (size_t)conn_len;
-        memcpy(out + pos, ",\"ev\":\"recv\",\"text\":\"", 21);
-        pos += 21;
-        for (Py_ssize_t j = 0; j < len; j++) {
+        Py_ssize_t stop = j + 8 < len ? j + 8 : len;
+        while (j < stop) {
             unsigned char c = s[j];
-            if (c >= 0x20 && c != '"' && c != '\\') { out[pos++] = (char)c; continue; }
+            unsigned char k = CLS[c];
+            if (k < 2) {
+                PUT_PLAIN(c, k);
+                j++;
+                continue;
+            }
+            if (c >= 0x80) {
+                Py_ssize_t n = utf8_seq(s + j, len - j);
+                if (n == 0) return -1;
+                memcpy(out + pos, s + j, (size_t)n);
+                pos += n;
+                j += n;
+                continue;
+            }
             out[pos++] = '\\';
             switch (c) {
-            case '"': out[pos++] = '"'; break;
-            case '\\': out[pos++] = '\\'; break;
             case '\n': out[pos++] = 'n'; break;
             case '\r': out[pos++] = 'r'; break;
             case '\t': out[pos++] = 't'; break;
@@ -173,21 +173,213 @@ static PyObject *recv_lines(PyObject *self, PyObject *args) {
                 out[pos++] = 'u'; out[pos++] = '0'; out[pos++] = '0';
                 out[pos++] = HEX[c >> 4]; out[pos++] = HEX[c & 15];
             }
+            j++;
         }
-        memcpy(out + pos, "\"}\n", 3);
-        pos += 3;
     }
-    Py_END_ALLOW_THREADS
-    PyMem_Free(frames);
-    if (fallback) {
-        PyMem_RawFree(out);
-        Py_RETURN_NONE;
-    }
-    PyObject *result = PyBytes_FromStringAndSize(out, (Py_ssize_t)pos);
-    PyMem_RawFree(out);
-    return result;
+    return pos;
 }
 
+/* ---- Lines: the reader-side formatter --------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    char *buf;
+    size_t len, cap, limit;
+    unsigned long long total;    /* bytes ever appended: the offset of the next line */
+    unsigned long long lines;    /* lines ever appended */
+    unsigned long long dropped;  /* frames not recorded: the buffer was full */
+    double base_ms, mono0;
+    int closed;
+    words_t W;
+    PyObject *words;             /* the tuple of bytes W points into */
+    PyObject *secrets_seen;      /* the tuple of str last passed */
+    PyObject *secret_bytes;      /* ... and its values as UTF-8 bytes */
+} Lines;
+
+static int Lines_init(Lines *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"base_ms", "mono0", "words", "limit", NULL};
+    PyObject *words;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ddO!n", kwlist, &self->base_ms, &self->mono0,
+                                     &PyTuple_Type, &words, &limit))
+        return -1;
+    Py_ssize_t nw = PyTuple_GET_SIZE(words);
+    if (nw > 16) {
+        PyErr_SetString(PyExc_ValueError, "at most 16 words");
+        return -1;
+    }
+    memset(&self->W, 0, sizeof self->W);
+    for (Py_ssize_t i = 0; i < nw; i++) {
+        PyObject *w = PyTuple_GET_ITEM(words, i);
+        if (!PyBytes_Check(w)) { PyErr_SetString(PyExc_TypeError, "words must be bytes"); return -1; }
+        const unsigned char *wp = (const unsigned char *)PyBytes_AS_STRING(w);
+        Py_ssize_t wl = PyBytes_GET_SIZE(w);
+        if (wl < 3) {
+            PyErr_SetString(PyExc_ValueError, "words must be at least 3 bytes long");
+            return -1;
+        }
+        for (Py_ssize_t k = 0; k < wl; k++) {
+            if (wp[k] >= 0x80 || wp[k] != lower(wp[k])) {
+                PyErr_SetString(PyExc_ValueError, "words must be lowercase ASCII");
+                return -1;
+            }
+        }
+        self->W.wp[i] = wp;
+        self->W.wl[i] = wl;
+        unsigned h = TRI(wp[0], wp[1], wp[2]);
+        self->W.tri[h >> 3] |= (unsigned char)(1u << (h & 7));
+    }
+    self->W.nw = nw;
+    Py_INCREF(words);  /* W points into its bytes */
+    Py_XSETREF(self->words, words);
+    Py_CLEAR(self->secrets_seen);
+    Py_XSETREF(self->secret_bytes, PyTuple_New(0));
+    if (self->secret_bytes == NULL) return -1;
+    self->limit = limit > 0 ? (size_t)limit : 0;
+    return 0;
+}
+
+static void Lines_dealloc(Lines *self) {
+    PyMem_RawFree(self->buf);
+    Py_XDECREF(self->words);
+    Py_XDECREF(self->secrets_seen);
+    Py_XDECREF(self->secret_bytes);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Lines_secrets(Lines *self, PyObject *secrets) {
+    if (secrets == self->secrets_seen) return 0;
+    if (!PyTuple_Check(secrets)) { PyErr_SetString(PyExc_TypeError, "secrets must be a tuple"); return -1; }
+    Py_ssize_t n = PyTuple_GET_SIZE(secrets);
+    PyObject *out = PyTuple_New(n);
+    if (out == NULL) return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyTuple_GET_ITEM(secrets, i);
+        PyObject *b = PyUnicode_Check(v) ? PyUnicode_AsUTF8String(v) : NULL;
+        if (b == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "secrets must be str");
+            Py_DECREF(out);
+            return -1;
+        }
+        PyTuple_SET_ITEM(out, i, b);
+    }
+    Py_INCREF(secrets);
+    Py_XSETREF(self->secrets_seen, secrets);
+    Py_XSETREF(self->secret_bytes, out);
+    return 0;
+}
+
+/* append(payload, conn, mono, secrets) -> bool
+ * Formats one received frame's line at the end of the buffer. True: done (or dropped and
+ * counted because the buffer is at its limit, or discarded after close()). False: the frame
+ * needs the general path (not UTF-8, or it may hold a credential): nothing was appended. */
+static PyObject *Lines_append(Lines *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyFloat_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "append(payload: bytes, conn: str, mono: float, secrets: tuple)");
+        return NULL;
+    }
+    if (self->closed) Py_RETURN_TRUE;
+    if (Lines_secrets(self, args[3]) < 0) return NULL;
+    const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t len = PyBytes_GET_SIZE(args[0]);
+    Py_ssize_t clen;
+    const char *conn = PyUnicode_AsUTF8AndSize(args[1], &clen);
+    if (conn == NULL) return NULL;
+    if (self->W.nw && has_word(s, len, &self->W)) Py_RETURN_FALSE;
+    PyObject *sb = self->secret_bytes;
+    for (Py_ssize_t w = 0; w < PyTuple_GET_SIZE(sb); w++) {
+        PyObject *x = PyTuple_GET_ITEM(sb, w);
+        if (has_bytes(s, len, (const unsigned char *)PyBytes_AS_STRING(x), PyBytes_GET_SIZE(x)))
+            Py_RETURN_FALSE;
+    }
+    size_t need = (size_t)len * 6 + (size_t)clen * 6 + 96;
+    if (self->limit && self->len + need > self->limit) {  /* the writer is not keeping up */
+        self->dropped++;
+        Py_RETURN_TRUE;
+    }
+    if (self->len + need > self->cap) {
+        size_t cap = self->cap ? self->cap : 65536;
+        while (cap < self->len + need) cap *= 2;
+        char *nb = PyMem_RawRealloc(self->buf, cap);
+        if (nb == NULL) return PyErr_NoMemory();
+        self->buf = nb;
+        self->cap = cap;
+    }
+    char *out = self->buf;
+    size_t pos = self->len;
+    double m = PyFloat_AS_DOUBLE(args[2]);
+    memcpy(out + pos, "{\"t\":", 5);
+    pos += 5;
+    pos += put_ll(out + pos, (long long)(self->base_ms + m * 1000.0));
+    memcpy(out + pos, ",\"us\":", 6);
+    pos += 6;
+    pos += put_ll(out + pos, (long long)((m - self->mono0) * 1e6));
+    memcpy(out + pos, ",\"conn\":\"", 9);
+    pos += 9;
+    Py_ssize_t e = escape((const unsigned char *)conn, clen, out + pos);
+    if (e < 0) Py_RETURN_FALSE;
+    pos += (size_t)e;
+    memcpy(out + pos, "\",\"ev\":\"recv\",\"text\":\"", 22);
+    pos += 22;
+    e = escape(s, len, out + pos);
+    if (e < 0) Py_RETURN_FALSE;  /* not UTF-8 */
+    pos += (size_t)e;
+    memcpy(out + pos, "\"}\n", 3);
+    pos += 3;
+    self->total += pos - self->len;
+    self->lines++;
+    self->len = pos;
+    Py_RETURN_TRUE;
+}
+
+/* take() -> (data, end, lines): the lines appended since the last take, the offset just past
+ * them, and how many there are. */
+static PyObject *Lines_take(Lines *self, PyObject *unused) {
+    PyObject *data = PyBytes_FromStringAndSize(self->buf, (Py_ssize_t)self->len);
+    if (data == NULL) return NULL;
+    unsigned long long n = self->lines;
+    self->lines = 0;
+    self->len = 0;
+    if (self->cap > (size_t)4 << 20) {  /* after a burst: give the memory back */
+        PyMem_RawFree(self->buf);
+        self->buf = NULL;
+        self->cap = 0;
+    }
+    return Py_BuildValue("(NKK)", data, self->total, n);
+}
+
+static PyObject *Lines_close(Lines *self, PyObject *unused) {
+    self->closed = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMemberDef Lines_members[] = {
+    {"total", T_ULONGLONG, offsetof(Lines, total), READONLY, "bytes ever appended"},
+    {"dropped", T_ULONGLONG, offsetof(Lines, dropped), READONLY, "frames dropped: buffer full"},
+    {"pending", T_ULONGLONG, offsetof(Lines, lines), READONLY, "lines not taken yet"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef Lines_methods[] = {
+    {"append", (PyCFunction)(void (*)(void))Lines_append, METH_FASTCALL,
+     "append(payload, conn, mono, secrets) -> bool"},
+    {"take", (PyCFunction)Lines_take, METH_NOARGS, "take() -> (data, end, lines)"},
+    {"close", (PyCFunction)Lines_close, METH_NOARGS, "discard every later append"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LinesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sixmm.protocol._recfast.Lines",
+    .tp_basicsize = sizeof(Lines),
+    .tp_dealloc = (destructor)Lines_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Lines(base_ms, mono0, words, limit): received frames formatted as recording lines",
+    .tp_methods = Lines_methods,
+    .tp_members = Lines_members,
+    .tp_init = (initproc)Lines_init,
+    .tp_new = PyType_GenericNew,
+};
 
 /* parse_recv(line: bytes) -> (t, us, conn: str, payload: bytes) | None
  * The inverse of recv_lines for one line in the writer's field order; None for anything else
@@ -309,8 +501,6 @@ fail:
 }
 
 static PyMethodDef methods[] = {
-    {"recv_lines", recv_lines, METH_VARARGS,
-     "recv_lines(items, conn, base_ms, mono0, words, secrets) -> bytes | None"},
     {"parse_recv", parse_recv, METH_O, "parse_recv(line) -> (t, us, conn, payload) | None"},
     {NULL, NULL, 0, NULL},
 };
@@ -318,4 +508,16 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_recfast",
                                     "The recording writer's hot path in C.", -1, methods};
 
-PyMODINIT_FUNC PyInit__recfast(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__recfast(void) {
+    init_cls();
+    if (PyType_Ready(&LinesType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&LinesType);
+    if (PyModule_AddObject(m, "Lines", (PyObject *)&LinesType) < 0) {
+        Py_DECREF(&LinesType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
