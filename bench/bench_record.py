@@ -12,9 +12,10 @@ Figures (messages/s of trade callbacks, timed from the 10th percent of the strea
 Each figure also has a CPU-time rate (messages per second of this process's CPU time, every
 thread): far less sensitive to other load on the machine than the wall-clock rate.
 
-Live and recording runs alternate (live, record, record_gz, live, ...) so that each ratio is
-taken within one stretch of machine load; the summary gives the medians and the same-run
-ratios ``record / live`` (target >= 0.90) and ``replay / live`` (target >= 1.0).
+Live and recording runs alternate (live, record, replay, record_gz, live, ...): each round's
+ratios are taken against the geometric mean of the live runs on either side of it, so that a
+drift of the machine's speed cancels out; the summary gives the medians (and the spread) of the
+same-run ratios ``record / live`` (target >= 0.90) and ``replay / live`` (target >= 1.0).
 
 The bench checks its own result: every recording holds every trade frame the callback saw
 (no drop), and replaying it delivers the same trade ids in the same order.
@@ -28,7 +29,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -99,19 +99,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
     n, runs = (20_000, 2) if args.quick else (args.n, args.runs)
     rows: Dict[str, List[Rates]] = {"live": [], "record": [], "record_gz": [], "replay": []}
-    ratios: Dict[str, List[float]] = {"record": [], "record_gz": [], "replay": []}
-    cpu_ratios: Dict[str, List[float]] = {"record": [], "record_gz": [], "replay": []}
     problems: List[str] = []
     with SenderProcess() as sender, tempfile.TemporaryDirectory() as tmp:
+        rows["live"].append(live(sender.port, n)[0])
         for r in range(runs):
-            base, _ids, _ = live(sender.port, n)
-            rows["live"].append(base)
             for name, suffix in (("record", ".jsonl"), ("record_gz", ".jsonl.gz")):
                 path = os.path.join(tmp, f"run{r}{suffix}")
                 rates, rec_ids, stats = live(sender.port, n, record=path)
                 rows[name].append(rates)
-                ratios[name].append(rates.wall / base.wall)
-                cpu_ratios[name].append(rates.cpu / base.cpu)
                 framed = recorded_trades(path)
                 if stats["dropped"] or framed < n:
                     problems.append(
@@ -121,47 +116,24 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if name == "record":
                     rep, rep_ids = replay(path, n)
                     rows["replay"].append(rep)
-                    ratios["replay"].append(rep.wall / base.wall)
-                    cpu_ratios["replay"].append(rep.cpu / base.cpu)
                     if rep_ids[:n] != rec_ids[:n]:
                         problems.append(f"replay run {r}: trade ids differ from the live run")
-                print(
-                    json.dumps(
-                        {
-                            "run": r,
-                            "figure": name,
-                            "msgs_per_s": round(rates.wall),
-                            "cpu_msgs_per_s": round(rates.cpu),
-                            "ratio_to_live": round(rates.wall / base.wall, 3),
-                        }
-                    ),
-                    flush=True,
-                )
-            print(
-                json.dumps(
-                    {
-                        "run": r,
-                        "figure": "live",
-                        "msgs_per_s": round(base.wall),
-                        "cpu_msgs_per_s": round(base.cpu),
-                    }
-                ),
-                flush=True,
-            )
-            print(
-                json.dumps(
-                    {
-                        "run": r,
-                        "figure": "replay",
-                        "msgs_per_s": round(rows["replay"][-1].wall),
-                        "ratio_to_live": round(ratios["replay"][-1], 3),
-                    }
-                ),
-                flush=True,
-            )
-            time.sleep(0)
+            rows["live"].append(live(sender.port, n)[0])
+            # each round is bracketed by a live run on either side: its ratios are taken
+            # against their geometric mean, so a drift of the machine's speed cancels out
+            for name in ("record", "record_gz", "replay"):
+                print(json.dumps(_row(r, name, rows[name][-1], rows["live"][-2:])), flush=True)
+    ratios = {
+        k: [_ratio(rows[k][r], rows["live"][r : r + 2], "wall") for r in range(runs)]
+        for k in ("record", "record_gz", "replay")
+    }
+    cpu_ratios = {
+        k: [_ratio(rows[k][r], rows["live"][r : r + 2], "cpu") for r in range(runs)]
+        for k in ("record", "record_gz", "replay")
+    }
     med = {k: round(statistics.median(v.wall for v in vs)) for k, vs in rows.items()}
     mratio = {k: round(statistics.median(v), 3) for k, v in ratios.items()}
+    spread = {k: [round(min(v), 3), round(max(v), 3)] for k, v in ratios.items()}
     mcpu = {k: round(statistics.median(v), 3) for k, v in cpu_ratios.items()}
     cmed = {k: round(statistics.median(v.cpu for v in vs)) for k, vs in rows.items()}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -171,6 +143,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "load_avg_1m": load,
         "median_msgs_per_s": med,
         "median_same_run_ratio": mratio,
+        "same_run_ratio_min_max": spread,
         "median_cpu_msgs_per_s": cmed,
         "median_same_run_cpu_ratio": mcpu,
         "targets": {"record": ">= 0.90", "replay": ">= 1.0"},
@@ -181,6 +154,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     }
     print(json.dumps(summary, indent=1))
     return 0 if not problems else 1
+
+
+def _ratio(rates: Rates, lives: List[Rates], kind: str) -> float:
+    """``rates`` against the geometric mean of the live runs around it."""
+    base = statistics.geometric_mean(getattr(x, kind) for x in lives)
+    return float(getattr(rates, kind) / base)
+
+
+def _row(r: int, name: str, rates: Rates, lives: List[Rates]) -> Dict[str, Any]:
+    return {
+        "run": r,
+        "figure": name,
+        "msgs_per_s": round(rates.wall),
+        "cpu_msgs_per_s": round(rates.cpu),
+        "live_around": [round(x.wall) for x in lives],
+        "ratio_to_live": round(_ratio(rates, lives, "wall"), 3),
+        "cpu_ratio_to_live": round(_ratio(rates, lives, "cpu"), 3),
+    }
 
 
 if __name__ == "__main__":

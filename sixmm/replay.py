@@ -619,7 +619,7 @@ class _Driver:
                 conn, on_message = handler
                 if not conn._open_now or conn._failed is not None:
                     continue
-                if b'"id"' in payload and b'"topic"' not in payload:
+                if b'"topic"' not in payload and b'"id"' in payload:  # pushes: found early
                     text = self._ack(conn, payload.decode("utf-8"), recorded.get(name, {}))
                     payload = text.encode("utf-8")
                 conn.messages += 1

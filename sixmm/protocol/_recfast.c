@@ -489,8 +489,23 @@ static PyObject *parse_recv(PyObject *self, PyObject *arg) {
     if (i < n && s[i] == '\r') i++;
     if (i < n && s[i] == '\n') i++;
     if (i != n) goto fail;
-    PyObject *conn = PyUnicode_DecodeUTF8(s + c0, c1 - c0, "strict");
-    if (conn == NULL) { PyErr_Clear(); goto fail; }
+    /* a recording has a handful of connection names: the last one is reused (its hash too) */
+    static PyObject *last_conn = NULL;
+    PyObject *conn = NULL;
+    if (last_conn != NULL) {
+        Py_ssize_t ln;
+        const char *lu = PyUnicode_AsUTF8AndSize(last_conn, &ln);
+        if (lu != NULL && ln == c1 - c0 && memcmp(lu, s + c0, (size_t)ln) == 0) {
+            conn = last_conn;
+            Py_INCREF(conn);
+        }
+    }
+    if (conn == NULL) {
+        conn = PyUnicode_DecodeUTF8(s + c0, c1 - c0, "strict");
+        if (conn == NULL) { PyErr_Clear(); goto fail; }
+        Py_INCREF(conn);
+        Py_XSETREF(last_conn, conn);
+    }
     PyObject *payload = PyBytes_FromStringAndSize(buf, o);
     PyMem_Free(buf);
     if (payload == NULL) { Py_DECREF(conn); return NULL; }
