@@ -37,6 +37,7 @@ from .errors import SixMMError
 from .protocol import redact
 from .protocol._speedups import load
 from .protocol.redact import remember, scrub
+from .threads import OwnedThread
 
 __all__ = ["FLUSH_INTERVAL", "FORMAT", "VERSION", "Recorder", "RecorderOverflow"]
 
@@ -95,9 +96,9 @@ class Recorder:
         self._max_bytes = max_bytes
         self._q: Deque[_Item] = collections.deque()
         self._lines: Any = None  # the C buffer, from start() on when _recfast is built
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._worker = OwnedThread("sixmm-recorder", self._run)
+        self._stop = self._worker.stopping  # set by stop(), or when writing failed
+        self._wake = self._worker.wake
         self._file: Optional[IO[bytes]] = None
         self._raw: Optional[IO[bytes]] = None
         self._mono0 = time.monotonic()
@@ -189,7 +190,7 @@ class Recorder:
         """Open the file, write the header, start ``sixmm-recorder`` (idempotent). Raises
         ``OSError`` if the file cannot be created."""
         with self._lock:
-            if self._thread is not None:
+            if self._worker.started or self._stop.is_set():
                 return
             raw = open(self.path, "wb")  # noqa: SIM115 (owned by the writer thread)
             self._raw = raw
@@ -217,18 +218,11 @@ class Recorder:
                     _CREDENTIAL_WORDS,
                     self._max_bytes,
                 )
-            self._thread = threading.Thread(target=self._run, name="sixmm-recorder", daemon=True)
-            self._thread.start()
+            self._worker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Write what is queued, close the file, join the thread (idempotent)."""
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-            if thread.is_alive():
-                logger.warning("recorder did not stop within %.1fs", timeout)
+        self._worker.stop(timeout, busy=f"writing {self.path}")
 
     def stats(self) -> Dict[str, Any]:
         return {

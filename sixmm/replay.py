@@ -44,6 +44,7 @@ from .protocol._speedups import load
 from .public import PublicSession
 from .recording import FORMAT, VERSION, open_text
 from .states import ConnState, GapEvent
+from .threads import OwnedThread
 from .transport import ConnectionClosed
 
 __all__ = ["RecordingError", "ReplayConnection", "ReplayManager", "read_recording"]
@@ -511,9 +512,9 @@ class _Driver:
 
     def __init__(self, manager: ReplayManager) -> None:
         self._m = manager
-        self._stop = threading.Event()
+        self._worker = OwnedThread("sixmm-replay", self._run)
+        self._stop = self._worker.stopping
         self.go = threading.Event()
-        self._thread: Optional[threading.Thread] = None
         self.pings_sent = 0
         self.engine_turns = 0
         self.fed = 0
@@ -523,15 +524,10 @@ class _Driver:
         self._info: Dict[str, int] = {}
 
     def start(self) -> None:
-        if self._thread is None and not self._stop.is_set():
-            self._thread = threading.Thread(target=self._run, name="sixmm-replay", daemon=True)
-            self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        self._worker.stop(timeout, busy="feeding a callback")
 
     def stats(self) -> Dict[str, Any]:
         return {"events": self.fed, "finished": self.finished, **self._info}

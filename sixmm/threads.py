@@ -1,11 +1,11 @@
 """The one way sixmm owns a thread: named, started once, stopped within a bound, never joined
 by itself.
 
-The connection readers, the heartbeat, the listenKey keeper, the dispatcher's workers and
-the bus reader and writer are each an :class:`OwnedThread` held by exactly one owner, which
-calls :meth:`~OwnedThread.start` and :meth:`~OwnedThread.stop` (the recorder's writer and the
-replay driver still start theirs by hand, in the same shape; the manager's one-shot stop
-helper is a plain thread on purpose: it exists only for the length of one ``stop()``).
+The connection readers, the heartbeat, the listenKey keeper, the dispatcher's workers, the
+bus reader and writer, the recorder's writer and the replay driver are each an
+:class:`OwnedThread` held by exactly one owner, which calls :meth:`~OwnedThread.start` and
+:meth:`~OwnedThread.stop` (the manager's one-shot stop helper is a plain thread on purpose:
+it exists only for the length of one ``stop()``).
 
 ``stop`` sets the shared ``stopping`` event (the thread's loop watches it, or waits on it
 instead of sleeping), wakes the thread, and joins it for at most ``timeout`` seconds --
