@@ -7,8 +7,11 @@ handshake parser and order books run; only the sockets are simulated -- as byte 
 world cuts at random boundaries. Faults (each on or off per seed, then at random moments):
 drops (also in the middle of a frame), silence of one topic or of the whole socket, trickled
 and refused handshakes, version gaps, crossed snapshots, refused / late / duplicated / missing
-acks, duplicated pushes, replayed user events, listenKeys refused on arrival, auth refusals
-that echo the key, clock jumps.
+acks, duplicated pushes, replayed user events, listenKeys refused on arrival, keys the server
+forgets, failed listenKey REST calls, auth refusals that echo the key, clock jumps. The real
+:class:`~sixmm.protocol.listenkey.ListenKeyMachine` keeps the user stream's key: the world
+plays the REST server (create, renew, close) and the keeper shell around it (a replaced key
+restarts the user stream, as the manager's ``on_new_key`` does).
 
 After every step the invariants are checked (:meth:`World.check`); after the faults stop, the
 world must settle within :data:`SETTLE_BOUND` virtual seconds. Any violation raises
@@ -29,6 +32,7 @@ from sixmm.protocol import engine as E
 from sixmm.protocol.frames import RequestIds
 from sixmm.protocol.framing import OP_TEXT, FrameDecoder
 from sixmm.protocol.handshake import HandshakeError, accept_for, head_end, parse_response
+from sixmm.protocol.listenkey import ActionKind, Created, FailKind, ListenKeyMachine, State
 from sixmm.protocol.liveness import Liveness
 from sixmm.protocol.public_engine import PublicEngine
 from sixmm.protocol.reconnect import GiveUp, ReconnectPolicy
@@ -44,6 +48,7 @@ BACKOFF = Backoff(initial=0.2, maximum=4.0)
 LIVENESS = Liveness(depth=6.0)
 PING_INTERVAL = 2.0
 FAULT_SECONDS = 60.0
+RENEW_INTERVAL = 15.0  # the keeper's schedule (virtual seconds): several renewals a seed
 #: after the faults stop, everything desired must be streaming within this many seconds
 SETTLE_BOUND = 60.0
 
@@ -61,6 +66,8 @@ FAULTS = (
     "push_dup",  # a depth update or a user event sent twice
     "replay",  # user events replayed after a reconnect
     "dead_key",  # fresh listenKeys refused on arrival
+    "key_expire",  # the server forgets the current listenKey (and drops the user stream)
+    "rest_fail",  # a listenKey create or renew fails (HTTP 503)
     "auth_refuse",  # an auth refusal that quotes the key
     "auth_silent",  # no auth ack at all
     "clock_jump",
@@ -167,6 +174,7 @@ class Wire:
     def __init__(self, world: World, key: str) -> None:
         self.world = world
         self.key = key  # Sec-WebSocket-Key of this attempt
+        self.listen_key: Optional[str] = None  # the user stream's listenKey on this attempt
         self.pending = bytearray()  # server bytes not yet delivered to the client
         self.sent_texts: List[bytes] = []  # every text message the server put on this wire
         self.decoded: List[bytes] = []  # every text message the client's decoder produced
@@ -225,6 +233,8 @@ class Client:
             return
         key = f"k{w.rng.getrandbits(32):08x}=="
         self.wire = Wire(w, key)
+        if self.engine is w.user:  # the private session's url(): the keeper's current key
+            self.wire.listen_key = w.keeper.key
         answer = (
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Accept: {accept_for(key)}\r\n\r\n"
@@ -348,9 +358,12 @@ class Client:
             elif cls is E.Fail:
                 w.fail(f"{self.name}: terminal failure in a listenKey stream: {action.error}")
             elif cls is E.KeyRejected:
-                w.key_rejected()
+                w.keeper.key_rejected(action.reason, now)
+                w.refusals_fed += 1
             elif cls is E.KeyAccepted:
-                w.key_accepted()
+                if self.wire is None or self.wire.listen_key not in w.alive_keys:
+                    w.fail("the stream accepted a key the server refused")
+                w.keeper.key_accepted()
         if close is not None and self.wire is not None:
             self.close(now, close)
 
@@ -368,9 +381,14 @@ class World:
         self.delivered: Dict[str, List[Any]] = {}
         self.refused: Set[str] = set()
         self.gaps: List[Tuple[str, str]] = []
-        self.keys: List[str] = []
-        self.key_ok = True  # the current key is accepted by the user stream's server
+        self.keys: List[str] = []  # every listenKey the REST server created
+        self.alive_keys: Set[str] = set()  # ... and those it still knows
         self.dead_keys_left = rng.randint(1, 4) if "dead_key" in self.faults else 0
+        self.refusals_fed = 0  # KeyRejected told to the keeper since its last turn
+        self.keeper_calls: Dict[str, int] = {}  # REST calls the keeper made, by kind
+        self.keeper = ListenKeyMachine(
+            renew_interval=RENEW_INTERVAL, backoff=BACKOFF, rand=rng.random
+        )
         self.texts: List[str] = []
         # public side
         self.books: Dict[str, OrderBook] = {}
@@ -405,7 +423,7 @@ class World:
             wall_offset=1_700_000_000.0,
         )
         self.user.add_callbacks(None, None, lambda item: None)
-        self.new_key()
+        self.keeper.created(self.new_key(), 0.0)  # the keeper's start(): the first key
         self.clients = [Client(self, "public-0", self.pub), Client(self, "user", self.user)]
         # the server's view of each socket
         self.server_subs: Dict[int, Set[str]] = {}
@@ -437,23 +455,65 @@ class World:
 
     # -- credentials ----------------------------------------------------------------------
 
-    def new_key(self) -> None:
+    def new_key(self) -> str:
+        """POST /listenKey: a fresh key (dead on arrival while ``dead_keys_left``)."""
         key = f"LK{self.rng.getrandbits(64):016x}{len(self.keys)}"
         remember(key)  # the shell registers every key with the scrubber
         self.keys.append(key)
         if self.dead_keys_left > 0:
             self.dead_keys_left -= 1
-            self.key_ok = False
         else:
-            self.key_ok = True
+            self.alive_keys.add(key)
+        return key
 
-    def key_rejected(self) -> None:
-        if not self.key_ok:  # the keeper's REST check says the key is gone: a new one
-            self.new_key()
-
-    def key_accepted(self) -> None:
-        if not self.key_ok:
-            self.fail("the stream accepted a key the server refused")
+    def keeper_step(self, now: float) -> None:
+        """The keeper shell's turn: do what the machine says until it waits."""
+        k = self.keeper
+        refused, self.refusals_fed = self.refusals_fed, 0
+        alive_before = k.state is State.ALIVE
+        checked = False
+        for _ in range(10):
+            action = k.next_action(now)
+            kind = action.kind
+            if kind is ActionKind.WAIT:
+                break
+            self.keeper_calls[kind.value] = self.keeper_calls.get(kind.value, 0) + 1
+            checked = checked or kind in (ActionKind.RENEW, ActionKind.CREATE)
+            if kind is ActionKind.END:
+                self.fail(f"the listenKey keeper ended ({k.state.value}): {k.drain()}")
+            if kind is ActionKind.CLOSE:  # DELETE /listenKey of the replaced key
+                self.alive_keys.discard(action.key or "")
+                k.old_key_closed()
+            elif kind is ActionKind.RENEW:  # PUT /listenKey
+                key = action.key or ""
+                if self.faulty("rest_fail", 0.2):
+                    k.renew_failed(FailKind.TRANSIENT, "HTTP 503: busy", now)
+                elif key in self.alive_keys:
+                    k.renewed(now)
+                else:  # the server quotes the key: the machine must not repeat it
+                    k.renew_failed(FailKind.GONE, f"listenKey {key} does not exist", now)
+            else:  # CREATE
+                if self.faulty("rest_fail", 0.2):
+                    k.create_failed(FailKind.TRANSIENT, "HTTP 503: busy", now)
+                    continue
+                outcome = k.created(self.new_key(), now)
+                if outcome is Created.REPLACED:  # on_new_key: conn.restart("new listenKey")
+                    user = self.clients[1]
+                    if user.wire is not None:
+                        user.policy.restart()
+                        user.close(now, "new listenKey")
+            for _kind, text in k.drain():
+                self.texts.append(text)
+        else:
+            self.fail("the listenKey keeper did not come to a wait in 10 turns (a loop)")
+        for _kind, text in k.drain():
+            self.texts.append(text)
+        self.texts_of(None)
+        if refused and alive_before and not checked:
+            self.fail("the user stream's key was refused but the keeper did not check it")
+        self.refusals_fed = 0  # those told during this turn were answered in it
+        if k.state in (State.ALIVE, State.NEEDS_KEY) and k.next_deadline() is None:
+            self.fail(f"the listenKey keeper is {k.state.value} with no deadline (stuck)")
 
     def texts_of(self, action: Any) -> None:
         for name in ("text", "reason"):
@@ -490,8 +550,8 @@ class World:
         if client.engine is self.user:
             if self.faulty("auth_silent", 0.2):
                 return
-            if not self.key_ok or self.faulty("auth_refuse", 0.15):
-                key = self.keys[-1]
+            if wire.listen_key not in self.alive_keys or self.faulty("auth_refuse", 0.15):
+                key = wire.listen_key or self.keys[-1]
                 wire.put_text(
                     _dumps(
                         {
@@ -645,6 +705,12 @@ class World:
                 if client.wire is wire:
                     self._ack(client, wire, ack)
         self.market_step()
+        if self.faulty("key_expire", 0.004) and self.keeper.key is not None:
+            self.alive_keys.discard(self.keeper.key)  # expired: the server drops the stream
+            user = self.clients[1]
+            if user.wire is not None and user.wire.handshake_done:
+                user.close(now, "listenKey expired")
+        self.keeper_step(now)
         for client in self.clients:
             client.maybe_connect(now)
             wire = client.wire
@@ -730,6 +796,8 @@ class World:
         """Everything desired is subscribed, every book synced, the user stream authed."""
         if not all(c.open for c in self.clients) or not self.user.authed:
             return False
+        if self.keeper.state is not State.ALIVE:
+            return False
         subs = self.server_subs.get(id(self.clients[0].wire), set())
         for topic, route in self.pub.routes.items():
             if topic not in subs:  # the refused topic never is: it must have been dropped
@@ -788,13 +856,18 @@ class World:
         if not isinstance(err, SubscriptionError):
             self.fail("the refused route carries no SubscriptionError")
         self.check_delivery()
+        if self.alive_keys != {self.keeper.key}:  # every replaced key was closed
+            self.fail(f"the server still knows {len(self.alive_keys) - 1} replaced listenKey(s)")
+        user_key = self.clients[1].wire.listen_key if self.clients[1].wire else None
+        if user_key != self.keeper.key:
+            self.fail("the user stream settled on a key other than the keeper's")
         return {"settled_at": settled_at, "steps": self.step_no, "faults": sorted(self.faults)}
 
     def describe(self) -> str:
         parts = []
         for c in self.clients:
             parts.append(f"{c.name}: open={c.open} connect_at={c.connect_at}")
-        parts.append(f"user authed={self.user.authed}")
+        parts.append(f"user authed={self.user.authed} keeper={self.keeper.state.value}")
         for topic, r in self.pub.routes.items():
             book = r.book
             parts.append(f"{topic}: ready={r.ready.is_set()} synced={book.synced if book else '-'}")
