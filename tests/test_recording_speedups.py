@@ -68,6 +68,15 @@ def test_c_and_pure_agree(
             assert "b64" in ev
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet='"\\/\n\t\x01\x1faZ0 \u00e9\u20ac\U0001f600', max_size=90))
+def test_escapes_across_the_sixteen_byte_windows(text: str) -> None:
+    # quotes, backslashes, control characters and multi-byte characters at every offset of the
+    # SSE2 windows (and in the scalar tail)
+    rec = recording.Recorder("/dev/null")
+    _check(rec, _lines(rec), text.encode("utf-8"), "public-0", rec._mono0)
+
+
 @settings(max_examples=200, deadline=None)
 @given(texts, words, texts)
 def test_a_credential_word_anywhere_takes_the_scrubbing_path(

@@ -110,7 +110,61 @@ static void init_cls(void) {
     CLS['\\'] = 1;
 }
 
-/* May s hold a credential word? One pass of the rolling key, no stores. */
+#if defined(__SSE2__) && !defined(SIXMM_NO_SIMD)
+#include <emmintrin.h>
+#define RECFAST_SSE2 1
+
+static unsigned ctz32(unsigned x) {
+#if defined(__GNUC__) || defined(__clang__)
+    return (unsigned)__builtin_ctz(x);
+#else
+    unsigned n = 0;
+    while (!(x & 1u)) { x >>= 1; n++; }
+    return n;
+#endif
+}
+
+/* Sixteen positions at a time: a candidate is a position whose byte and the next one match a
+ * word's first two letters in either case (| 0x20 folds ASCII case; other bytes it maps onto a
+ * letter only give false candidates, which word_at rejects). */
+static unsigned pair_mask(const unsigned char *p, const words_t *W) {
+    const __m128i fold = _mm_set1_epi8(0x20);
+    __m128i a = _mm_or_si128(_mm_loadu_si128((const __m128i *)p), fold);
+    __m128i b = _mm_or_si128(_mm_loadu_si128((const __m128i *)(p + 1)), fold);
+    __m128i m = _mm_setzero_si128();
+    for (Py_ssize_t w = 0; w < W->nw; w++) {
+        __m128i f = _mm_cmpeq_epi8(a, _mm_set1_epi8((char)W->wp[w][0]));
+        __m128i g = _mm_cmpeq_epi8(b, _mm_set1_epi8((char)W->wp[w][1]));
+        m = _mm_or_si128(m, _mm_and_si128(f, g));
+    }
+    return (unsigned)_mm_movemask_epi8(m);
+}
+
+static int has_word(const unsigned char *s, Py_ssize_t len, const words_t *W) {
+    if (len < 17) {  /* too short for a window: position by position */
+        for (Py_ssize_t j = 0; j < len; j++)
+            if (word_at(s, len, j, W)) return 1;
+        return 0;
+    }
+    Py_ssize_t j = 0;
+    for (;; j += 16) {
+        unsigned mask;
+        Py_ssize_t at = j;
+        if (j + 17 <= len) {
+            mask = pair_mask(s + j, W);
+        } else {  /* the last window ends at the end: drop the positions already seen */
+            at = len - 17;
+            mask = pair_mask(s + at, W) & ~((1u << (j - at)) - 1u);
+        }
+        while (mask) {
+            if (word_at(s, len, at + (Py_ssize_t)ctz32(mask), W)) return 1;
+            mask &= mask - 1;
+        }
+        if (j + 17 >= len) return 0;  /* (a word cannot start at the very last byte) */
+    }
+}
+#else
+/* May s hold a credential word? One pass of the rolling key, no stores (without SSE2). */
 static int has_word(const unsigned char *s, Py_ssize_t len, const words_t *W) {
     const unsigned char *tri = W->tri;
     unsigned h = 0;
@@ -121,13 +175,15 @@ static int has_word(const unsigned char *s, Py_ssize_t len, const words_t *W) {
     return 0;
 }
 
+#endif
+
 /* The escaping copy of one byte that is not a control character or >= 0x80 (branch-free:
  * quotes are frequent in JSON). */
 #define PUT_PLAIN(c, k) do { out[pos] = '\\'; out[pos + (k)] = (char)(c); pos += 1 + (k); } while (0)
 
 /* Escapes s into out as json.encoder.encode_basestring does (without the quotes); returns the
  * bytes written, or -1 if s is not valid UTF-8. Eight bytes at a time while none needs care. */
-static Py_ssize_t escape(const unsigned char *s, Py_ssize_t len, char *out) {
+static Py_ssize_t escape_scalar(const unsigned char *s, Py_ssize_t len, char *out) {
     const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
     Py_ssize_t pos = 0, j = 0;
     while (j < len) {
@@ -224,6 +280,10 @@ static int Lines_init(Lines *self, PyObject *args, PyObject *kw) {
                 return -1;
             }
         }
+        if (wp[0] < 'a' || wp[0] > 'z' || wp[1] < 'a' || wp[1] > 'z') {  /* has_word folds case */
+            PyErr_SetString(PyExc_ValueError, "words must begin with two letters");
+            return -1;
+        }
         self->W.wp[i] = wp;
         self->W.wl[i] = wl;
         unsigned h = TRI(wp[0], wp[1], wp[2]);
@@ -273,6 +333,51 @@ static int Lines_secrets(Lines *self, PyObject *secrets) {
  * Formats one received frame's line at the end of the buffer. True: done (or dropped and
  * counted because the buffer is at its limit, or discarded after close()). False: the frame
  * needs the general path (not UTF-8, or it may hold a credential): nothing was appended. */
+/* escape_scalar's result, sixteen bytes at a time with SSE2. */
+static Py_ssize_t escape(const unsigned char *s, Py_ssize_t len, char *out) {
+#ifdef RECFAST_SSE2
+    /* sixteen bytes at a time: copy them all, then keep those before the first special one
+     * (JSON has a quote every few bytes: one load per special byte, no per-byte branch) */
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+    const __m128i c1f = _mm_set1_epi8(0x1F);
+    Py_ssize_t pos = 0, j = 0;
+    while (j + 16 <= len) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(s + j));
+        __m128i special = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
+            _mm_cmpeq_epi8(_mm_min_epu8(x, c1f), x));  /* x <= 0x1F */
+        unsigned mask = (unsigned)_mm_movemask_epi8(special) | (unsigned)_mm_movemask_epi8(x);
+        _mm_storeu_si128((__m128i *)(out + pos), x);
+        if (mask == 0) {
+            pos += 16;
+            j += 16;
+            continue;
+        }
+        unsigned first = ctz32(mask);
+        pos += first;
+        j += first;
+        unsigned char c = s[j];
+        if (c == '"' || c == '\\') {
+            out[pos++] = '\\';
+            out[pos++] = (char)c;
+            j++;
+            continue;
+        }
+        /* a control character or a UTF-8 sequence: the scalar path for this one */
+        Py_ssize_t q = c >= 0x80 ? utf8_seq(s + j, len - j) : 1;
+        if (q == 0) return -1;
+        Py_ssize_t e = escape_scalar(s + j, q, out + pos);
+        if (e < 0) return -1;
+        pos += e;
+        j += q;
+    }
+    Py_ssize_t e = escape_scalar(s + j, len - j, out + pos);
+    return e < 0 ? -1 : pos + e;
+#else
+    return escape_scalar(s, len, out);
+#endif
+}
+
 static PyObject *Lines_append(Lines *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4 || !PyBytes_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyFloat_Check(args[2])) {
         PyErr_SetString(PyExc_TypeError, "append(payload: bytes, conn: str, mono: float, secrets: tuple)");
