@@ -31,6 +31,9 @@ from .tap import Tap
 from .threads import OwnedThread
 from .transport import ConnectionClosed, FrameTimeout, Transport
 
+#: the longest a reader waits for its processing turn (see Connection._read_loop)
+TURN_WAIT = 0.02
+
 __all__ = ["Connection", "Session"]
 
 logger = logging.getLogger(__name__)
@@ -203,6 +206,7 @@ class Connection:
         tap: Optional[Tap] = None,
         gate: Optional[ConnectGate] = None,
         health: Optional[Health] = None,
+        turn: Optional[threading.Lock] = None,
     ) -> None:
         self.name = name
         self.session = session
@@ -212,6 +216,8 @@ class Connection:
         self._clock = clock
         self._tap = tap
         self._gate = gate
+        #: the manager's processing turn, shared by its connections (None: not shared)
+        self._turn = turn
         #: staleness, reconnect and report decisions (the supervisor's rule book)
         self.health = health if health is not None else Health(settings)
         self._owner = OwnedThread(f"sixmm-{name}", self._run)
@@ -508,11 +514,41 @@ class Connection:
         go (and queued requests applied) before the next read."""
         session = self.session
         lock = session.lock
+        turn = self._turn
+        if turn is None:
+            try:
+                return self._read_frames(transport, lock.acquire, lock.release, session.pump)
+            finally:
+                if lock._is_owned():  # type: ignore[attr-defined]
+                    lock.release()
+        # The readers of one manager take turns feeding their sessions. Under the GIL they
+        # cannot run Python at the same time anyway; without turns, two CPU-bound readers
+        # (a resync storm) hand the GIL to each other at every socket read and a GUI's main
+        # thread, which only asks for the GIL after a 5 ms switch interval, loses the race to
+        # them again and again (40 ms ticks). A reader waiting for its turn waits on a lock,
+        # with the GIL released. The wait is bounded: a callback blocking on one connection
+        # delays another's reads by at most TURN_WAIT each.
+        acquire, release = turn.acquire, turn.release
+        mine = [False]
+
+        def hold() -> None:
+            mine[0] = acquire(True, TURN_WAIT)
+            lock.acquire()
+
+        def let_go() -> None:
+            lock.release()
+            if mine[0]:
+                mine[0] = False
+                release()
+
         try:
-            return self._read_frames(transport, lock.acquire, lock.release, session.pump)
+            return self._read_frames(transport, hold, let_go, session.pump)
         finally:
             if lock._is_owned():  # type: ignore[attr-defined]
                 lock.release()
+            if mine[0]:
+                mine[0] = False
+                release()
 
     def _read_frames(
         self,

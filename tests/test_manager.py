@@ -478,3 +478,30 @@ def test_a_subscribe_never_waits_for_a_busy_inline_callback(sandbox: Sandbox) ->
         assert subs[0].wait_ready(10)
         assert "market.trade.ETHUSDT" in subscribed_topics(sandbox)
         assert len(streams.stats()["connections"]) == 1  # both on the same connection
+
+
+def test_a_callback_blocking_one_connection_does_not_stall_another(sandbox: Sandbox) -> None:
+    # The readers of one manager take turns feeding their sessions (connection.py): a turn
+    # waited for is bounded, so an inline callback that blocks on one connection leaves the
+    # other streaming.
+    release = threading.Event()
+    blocked = threading.Event()
+    other = Recorder()
+
+    def stuck(trade: Any) -> None:
+        blocked.set()
+        release.wait(15)
+
+    with StreamManager(sandbox.ws_url, max_topics_per_connection=1) as streams:
+        try:
+            streams.trades("BTCUSDT", stuck)
+            streams.trades("ETHUSDT", other)
+            assert blocked.wait(10)
+            before = len(other)
+            wait_until(lambda: len(other) >= before + 5, timeout=10)
+            assert not release.is_set()  # the first connection's callback is still blocked
+            names = {c.name: c for c in streams._connections()}
+            assert len(names) == 2
+            assert len({id(c._turn) for c in names.values()} - {id(None)}) == 1
+        finally:
+            release.set()
