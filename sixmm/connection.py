@@ -12,6 +12,7 @@ thread (``stop`` even from this connection's own thread, inside a callback).
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import threading
 import time
@@ -33,6 +34,9 @@ from .transport import ConnectionClosed, FrameTimeout, Transport
 
 #: the longest a reader waits for its processing turn (see Connection._read_loop)
 TURN_WAIT = 0.02
+#: frames at least this large are fed with the cyclic collector paused (Session.on_message)
+QUIET_GC_BYTES = 16384
+_gc_isenabled, _gc_disable, _gc_enable = gc.isenabled, gc.disable, gc.enable
 
 __all__ = ["Connection", "Session"]
 
@@ -95,7 +99,19 @@ class Session:
     def on_message(self, conn: Connection, payload: bytes) -> None:
         """One inbound data message (the hot path; the reader holds :attr:`lock`)."""
         engine = self.engine
-        engine.receive(payload, self._clock())
+        if len(payload) < QUIET_GC_BYTES or not _gc_isenabled():
+            engine.receive(payload, self._clock())
+        else:
+            # A large frame (a snapshot) decodes into thousands of small lists that live
+            # until its levels are checked and loaded (untracked, in C). Young collections
+            # in between would promote them, and enough promotions start a full collection
+            # of the whole process with the GIL held (10-30 ms each, several per resync
+            # storm: a GUI's missed ticks). Paused, the collector runs after, on less.
+            _gc_disable()
+            try:
+                engine.receive(payload, self._clock())
+            finally:
+                _gc_enable()
         if engine.actions:
             self.apply(conn)
 

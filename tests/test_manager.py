@@ -505,3 +505,35 @@ def test_a_callback_blocking_one_connection_does_not_stall_another(sandbox: Sand
             assert len({id(c._turn) for c in names.values()} - {id(None)}) == 1
         finally:
             release.set()
+
+
+def test_a_large_frame_is_fed_with_the_collector_paused() -> None:
+    # A snapshot decodes into thousands of small lists: a collection in the middle would
+    # promote them and start full collections (a GUI's missed ticks in a resync storm).
+    import gc
+
+    from sixmm.connection import QUIET_GC_BYTES
+
+    streams = StreamManager("ws://127.0.0.1:9/ws")
+    streams.trades("BTCUSDT", lambda t: None)
+    session, conn = streams._public[0]
+    seen: List[Any] = []
+    session.engine.receive = lambda payload, now: seen.append((len(payload), gc.isenabled()))
+    big = b'{"topic":"market.depth.BTCUSDT","data":"' + b"x" * QUIET_GC_BYTES + b'"}'
+    session.on_message(conn, b'{"topic":"market.trade.BTCUSDT"}')
+    session.on_message(conn, big)
+    assert seen == [(32, True), (len(big), False)] and gc.isenabled()
+    gc.disable()  # an application that runs without the collector keeps it off
+    try:
+        session.on_message(conn, big)
+        assert seen[-1] == (len(big), False) and not gc.isenabled()
+    finally:
+        gc.enable()
+
+    def boom(payload: bytes, now: float) -> None:
+        raise RuntimeError("engine bug")
+
+    session.engine.receive = boom
+    with pytest.raises(RuntimeError):
+        session.on_message(conn, big)
+    assert gc.isenabled()  # restored even when feeding fails
