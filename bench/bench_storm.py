@@ -335,12 +335,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--only", default="storm,cpu")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--switch-interval",
+        default="default,0.001",
+        help="storm runs at each of these thread switch intervals: 'default' (CPython's 5 ms) "
+        "and/or seconds (0.001: what sixmm.gui's pumps set)",
+    )
     parser.add_argument("--child", nargs="*", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
         what = args.child[0]
         if what == "storm":
+            interval = args.child[1] if len(args.child) > 1 else "default"
+            if interval != "default":
+                sys.setswitchinterval(float(interval))
             row = client_storm(args.port, args.symbols, args.levels, drop_at=3.0)
+            row["switch_interval_ms"] = sys.getswitchinterval() * 1e3
         else:
             row = client_cpu(args.port, args.symbols, args.levels, what, 3.0, args.secs)
         print(json.dumps(row), flush=True)
@@ -361,8 +371,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         port = ["--port", str(sender.port)]
         for _run in range(args.runs):
             if "storm" in only:
-                rows.append(_child(["storm", *port, *common], 300))
-                print(json.dumps(rows[-1]), flush=True)
+                for interval in args.switch_interval.split(","):
+                    rows.append(_child(["storm", interval, *port, *common], 300))
+                    print(json.dumps(rows[-1]), flush=True)
             if "cpu" in only:
                 for who in ("peer", "inline", "worker", "queue"):
                     rows.append(_child([who, *port, *common], 300))

@@ -47,6 +47,16 @@ def overflow_total(errors: List[BaseException]) -> int:
     return sum(e.dropped for e in errors if isinstance(e, QueueOverflow))
 
 
+@pytest.fixture(autouse=True)
+def _keep_switch_interval() -> Iterator[None]:
+    """The GUI pumps lower the interpreter's switch interval: put it back after each test."""
+    import sys
+
+    before = sys.getswitchinterval()
+    yield
+    sys.setswitchinterval(before)
+
+
 @pytest.fixture
 def errors() -> Recorder:
     return Recorder()
@@ -734,6 +744,26 @@ def test_tk_pump_drains_repeatedly_and_cancels(
     cancel()
     assert not root.pending
     cancel()  # idempotent
+
+
+def test_the_pumps_lower_the_switch_interval_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the GUI thread gets the GIL within ~1 ms of asking while readers are busy
+    import sys
+
+    from sixmm import gui
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        tk_pump(FakeRoot(), QueueDispatcher(), switch_interval=None)()
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+        tk_pump(FakeRoot(), QueueDispatcher())()
+        assert sys.getswitchinterval() == pytest.approx(gui.GUI_SWITCH_INTERVAL)
+        sys.setswitchinterval(0.0002)  # an application's own, lower choice stays
+        tk_pump(FakeRoot(), QueueDispatcher())()
+        assert sys.getswitchinterval() == pytest.approx(0.0002)
+    finally:
+        sys.setswitchinterval(before)
 
 
 def test_tk_pump_cancel_from_inside_a_callback(
