@@ -106,7 +106,8 @@ class Session:
             # until its levels are checked and loaded (untracked, in C). Young collections
             # in between would promote them, and enough promotions start a full collection
             # of the whole process with the GIL held (10-30 ms each, several per resync
-            # storm: a GUI's missed ticks). Paused, the collector runs after, on less.
+            # storm: a GUI's missed ticks). Paused, the collector runs after, on less. (Inline
+            # callbacks for this frame run inside the pause too; nothing is lost, only later.)
             _gc_disable()
             try:
                 engine.receive(payload, self._clock())

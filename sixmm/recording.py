@@ -4,10 +4,10 @@ matter, as versioned JSON Lines (``.gz``: gzip). The format is documented in the
 
 The :class:`Recorder` is a :class:`sixmm.tap.Tap`: connections call it on their reader threads,
 where it never waits. With the C extension (``_recfast``) a received frame's line is formatted
-right there into a bounded buffer (well under a microsecond; the frame's bytes stay on the core
-that received them); every other event, and a frame that may hold a credential or is not UTF-8,
-is appended as a tuple to a bounded deque (no lock, no I/O, no scrubbing). One writer thread,
-``sixmm-recorder``, owns the file: it takes the buffer, scrubs every queued text with
+right there into a bounded buffer (about a microsecond for a 200-byte frame; the frame's bytes
+stay on the core that received them); every other event, and a frame that may hold a credential
+or is not UTF-8, is appended as a tuple to a bounded deque (no lock, no I/O, no scrubbing). One
+writer thread, ``sixmm-recorder``, owns the file: it takes the buffer, scrubs every queued text with
 :func:`sixmm.protocol.redact.scrub` (so no listenKey, token, api key or signature is ever
 written), writes both in the order they happened and flushes at least every
 :data:`FLUSH_INTERVAL` seconds. When the disk cannot keep up and the buffer or deque is full,

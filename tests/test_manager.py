@@ -507,22 +507,34 @@ def test_a_callback_blocking_one_connection_does_not_stall_another(sandbox: Sand
             release.set()
 
 
-def test_a_large_frame_is_fed_with_the_collector_paused() -> None:
+def test_a_large_frame_is_fed_with_the_collector_paused(sandbox: Sandbox) -> None:
     # A snapshot decodes into thousands of small lists: a collection in the middle would
-    # promote them and start full collections (a GUI's missed ticks in a resync storm).
+    # promote them and start full collections (a GUI's missed ticks in a resync storm). An
+    # inline callback runs inside the feeding, so it sees the collector's state there.
     import gc
 
     from sixmm.connection import QUIET_GC_BYTES
 
+    topic = "market.funding.BTCUSDT"
+    seen: List[Any] = []
+    with StreamManager(sandbox.ws_url) as streams:
+        sub = streams.subscribe(
+            topic, lambda p: seen.append((p["data"].get("pad"), gc.isenabled()))
+        )
+        assert sub.wait_ready(10)
+        pad = "x" * QUIET_GC_BYTES
+        assert sandbox.publish(topic, {"symbol": "BTCUSDT", "pad": "small"}) == 1
+        assert sandbox.publish(topic, {"symbol": "BTCUSDT", "pad": pad}) == 1
+        wait_until(lambda: any(p == pad for p, _ in seen))
+    assert ("small", True) in seen and (pad, False) in seen
+    assert gc.isenabled()
+
+    # the edge cases, on the session itself
     streams = StreamManager("ws://127.0.0.1:9/ws")
     streams.trades("BTCUSDT", lambda t: None)
     session, conn = streams._public[0]
-    seen: List[Any] = []
-    session.engine.receive = lambda payload, now: seen.append((len(payload), gc.isenabled()))
     big = b'{"topic":"market.depth.BTCUSDT","data":"' + b"x" * QUIET_GC_BYTES + b'"}'
-    session.on_message(conn, b'{"topic":"market.trade.BTCUSDT"}')
-    session.on_message(conn, big)
-    assert seen == [(32, True), (len(big), False)] and gc.isenabled()
+    session.engine.receive = lambda payload, now: seen.append((len(payload), gc.isenabled()))
     gc.disable()  # an application that runs without the collector keeps it off
     try:
         session.on_message(conn, big)

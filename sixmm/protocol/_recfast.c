@@ -9,15 +9,15 @@
  * control characters; other characters kept as they are). It declines (returns False, appends
  * nothing) a frame that is not valid UTF-8 or may hold a credential (contains one of `words`,
  * ASCII case-insensitively, or one of `secrets`): the caller then queues it for the general
- * path, which scrubs. Formatting on the reader costs well under a microsecond a frame and keeps
- * the frame's bytes on the core that received them; the writer only moves whole buffers.
+ * path, which scrubs. Formatting on the reader costs about a microsecond for a 200-byte frame
+ * and keeps the frame's bytes on the core that received them; the writer only moves whole
+ * buffers.
  *
  * parse_recv(line) -> (t, us, conn, payload) | None: the inverse, for replay.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
-#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -242,7 +242,7 @@ typedef struct {
     char *buf;
     size_t len, cap, limit;
     unsigned long long total;    /* bytes ever appended: the offset of the next line */
-    unsigned long long lines;    /* lines ever appended */
+    unsigned long long lines;    /* lines appended since the last take() */
     unsigned long long dropped;  /* frames not recorded: the buffer was full */
     double base_ms, mono0;
     int closed;

@@ -469,7 +469,7 @@ class World:
     def keeper_step(self, now: float) -> None:
         """The keeper shell's turn: do what the machine says until it waits."""
         k = self.keeper
-        refused, self.refusals_fed = self.refusals_fed, 0
+        refused = self.refusals_fed
         alive_before = k.state is State.ALIVE
         checked = False
         for _ in range(10):
@@ -502,13 +502,10 @@ class World:
                     if user.wire is not None:
                         user.policy.restart()
                         user.close(now, "new listenKey")
-            for _kind, text in k.drain():
-                self.texts.append(text)
         else:
             self.fail("the listenKey keeper did not come to a wait in 10 turns (a loop)")
-        for _kind, text in k.drain():
-            self.texts.append(text)
-        self.texts_of(None)
+        self.texts.extend(text for _kind, text in k.drain())
+        self.check_texts()
         if refused and alive_before and not checked:
             self.fail("the user stream's key was refused but the keeper did not check it")
         self.refusals_fed = 0  # those told during this turn were answered in it
@@ -523,6 +520,10 @@ class World:
         error = getattr(action, "error", None)
         if error is not None:
             self.texts.append(str(error))
+        self.check_texts()
+
+    def check_texts(self) -> None:
+        """No credential in any text the engines or the keeper produced."""
         for text in self.texts:
             for key in self.keys:
                 if key in text:
