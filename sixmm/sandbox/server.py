@@ -261,6 +261,15 @@ class Server:
         for conn in list(self.conns.values()):
             conn.abort()
         if self.runner is not None:
+            # Every socket still attached (a REST keep-alive, a half-open upgrade) is aborted
+            # while the listening server is open: one left to the garbage collector detaches
+            # itself from a closed server later, which CPython 3.13.0 reports as a traceback
+            # at exit ("'NoneType' object is not iterable" in Server._wakeup).
+            for site in self.runner.sites:
+                server = getattr(site, "_server", None)
+                abort_clients = getattr(server, "abort_clients", None)  # Python 3.13+
+                if abort_clients is not None:
+                    abort_clients()
             await self.runner.cleanup()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
