@@ -8,10 +8,14 @@ world cuts at random boundaries. Faults (each on or off per seed, then at random
 drops (also in the middle of a frame), silence of one topic or of the whole socket, trickled
 and refused handshakes, version gaps, crossed snapshots, refused / late / duplicated / missing
 acks, duplicated pushes, replayed user events, listenKeys refused on arrival, keys the server
-forgets, failed listenKey REST calls, auth refusals that echo the key, clock jumps. The real
+forgets, renewals that call a key gone while the server still knows it, failed listenKey REST
+calls, auth refusals that echo the key, clock jumps. The real
 :class:`~sixmm.protocol.listenkey.ListenKeyMachine` keeps the user stream's key: the world
 plays the REST server (create, renew, close) and the keeper shell around it (a replaced key
-restarts the user stream, as the manager's ``on_new_key`` does).
+restarts the user stream, as the manager's ``on_new_key`` does). The keeper's invariants: a
+refused key is checked in its next turn, it never ends or waits without a deadline, fresh keys
+refused on arrival twice in a row are replaced only after a backoff, every replaced key is
+closed, and the user stream settles on the keeper's key.
 
 After every step the invariants are checked (:meth:`World.check`); after the faults stop, the
 world must settle within :data:`SETTLE_BOUND` virtual seconds. Any violation raises
@@ -68,6 +72,7 @@ FAULTS = (
     "dead_key",  # fresh listenKeys refused on arrival
     "key_expire",  # the server forgets the current listenKey (and drops the user stream)
     "rest_fail",  # a listenKey create or renew fails (HTTP 503)
+    "stale_gone",  # a renewal answers "does not exist" for a key the server still knows
     "auth_refuse",  # an auth refusal that quotes the key
     "auth_silent",  # no auth ack at all
     "clock_jump",
@@ -364,6 +369,8 @@ class Client:
                 if self.wire is None or self.wire.listen_key not in w.alive_keys:
                     w.fail("the stream accepted a key the server refused")
                 w.keeper.key_accepted()
+                w.accepted_keys.add(self.wire.listen_key or "")
+                w.dead_in_row = 0
         if close is not None and self.wire is not None:
             self.close(now, close)
 
@@ -385,6 +392,9 @@ class World:
         self.alive_keys: Set[str] = set()  # ... and those it still knows
         self.dead_keys_left = rng.randint(1, 4) if "dead_key" in self.faults else 0
         self.refusals_fed = 0  # KeyRejected told to the keeper since its last turn
+        self.accepted_keys: Set[str] = set()  # keys a stream authenticated with
+        self.dead_in_row = 0  # fresh keys in a row whose renewal said gone before any use
+        self.dead_found_at: Optional[float] = None  # when the last of them was found gone
         self.keeper_calls: Dict[str, int] = {}  # REST calls the keeper made, by kind
         self.keeper = ListenKeyMachine(
             renew_interval=RENEW_INTERVAL, backoff=BACKOFF, rand=rng.random
@@ -488,11 +498,19 @@ class World:
                 key = action.key or ""
                 if self.faulty("rest_fail", 0.2):
                     k.renew_failed(FailKind.TRANSIENT, "HTTP 503: busy", now)
-                elif key in self.alive_keys:
+                elif key in self.alive_keys and not self.faulty("stale_gone", 0.1):
                     k.renewed(now)
                 else:  # the server quotes the key: the machine must not repeat it
+                    if key not in self.accepted_keys:
+                        self.dead_in_row += 1
+                        self.dead_found_at = now
                     k.renew_failed(FailKind.GONE, f"listenKey {key} does not exist", now)
             else:  # CREATE
+                if self.dead_in_row >= 2 and self.dead_found_at == now:
+                    self.fail(
+                        f"{self.dead_in_row} fresh listenKeys in a row were refused on arrival, "
+                        "yet the next one was created at once (no backoff)"
+                    )
                 if self.faulty("rest_fail", 0.2):
                     k.create_failed(FailKind.TRANSIENT, "HTTP 503: busy", now)
                     continue
