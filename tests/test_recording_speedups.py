@@ -180,3 +180,79 @@ def test_parse_recv_declines_other_lines() -> None:
         "c",
         "\u00e9\n".encode("utf-8"),
     )
+
+
+class _Conn:
+    def __init__(self, open_now: bool = True, failed: Any = None) -> None:
+        self._open_now = open_now
+        self._failed = failed
+        self.messages = 0
+        self._bytes_closed = 0
+        self.reported: List[BaseException] = []
+
+    def _report(self, exc: BaseException) -> None:
+        self.reported.append(exc)
+
+
+class _Clock:
+    _mono = 0.0
+    _t_ms = 0
+
+
+def _recv(conn: str, text: str, t: int = 5, us: int = 2_500_000) -> bytes:
+    body = json.dumps({"t": t, "us": us, "conn": conn, "ev": "recv", "text": text})
+    return body.replace(", ", ",").replace(": ", ":").encode() + b"\n"
+
+
+def test_feed_recv_feeds_frames_and_stops_before_what_it_leaves_to_python() -> None:
+    from sixmm.errors import ProtocolError
+    from sixmm.replay import _recfast
+    from sixmm.transport import ConnectionClosed
+
+    fed: List[Any] = []
+    a, closed, failed = _Conn(), _Conn(open_now=False), _Conn(failed=RuntimeError("x"))
+
+    def on_message(conn: _Conn, payload: bytes) -> None:
+        fed.append((conn, payload, clock._mono, clock._t_ms))
+        if payload == b'{"topic":"boom"}':
+            raise ProtocolError("bad frame")
+        if payload == b'{"topic":"bye"}':
+            raise ConnectionClosed("closed")
+
+    clock = _Clock()
+    handlers = {
+        name: (c, on_message) for name, c in [("a", a), ("closed", closed), ("failed", failed)]
+    }
+    block = [
+        _recv("a", '{"topic":"x","n":1}', t=7, us=1_500_000),
+        _recv("nobody", '{"topic":"x"}'),  # not registered: skipped, still counted
+        _recv("closed", '{"topic":"x"}'),
+        _recv("failed", '{"topic":"x"}'),
+        _recv("a", '{"topic":"boom"}'),  # a protocol error is reported, not raised
+        _recv("a", '{"topic":"bye"}'),  # a closed connection is not an error here
+        _recv("a", '{"id":"3","event":"subscribe"}'),  # an ack: left to Python
+        _recv("a", '{"topic":"x","n":2}'),
+        b'{"t":9,"us":1,"conn":"a","ev":"close","reason":"x"}\n',  # an event: Python's
+        _recv("a", '{"topic":"x","n":3}', t=11, us=4_000_000),
+    ]
+    args = (handlers, clock, ConnectionClosed, ProtocolError)
+    assert _recfast.feed_recv(block, 0, *args) == (6, 6)
+    assert [p for _c, p, _m, _t in fed] == [
+        b'{"topic":"x","n":1}',
+        b'{"topic":"boom"}',
+        b'{"topic":"bye"}',
+    ]
+    assert fed[0][2:] == (1.5, 7)
+    sizes = len(b'{"topic":"x","n":1}') + len(b'{"topic":"boom"}') + len(b'{"topic":"bye"}')
+    assert (a.messages, a._bytes_closed) == (3, sizes)
+    assert closed.messages == failed.messages == 0
+    assert [str(e) for e in a.reported] == ["bad frame"]
+    assert _recfast.feed_recv(block, 7, *args) == (8, 1)
+    assert _recfast.feed_recv(block, 9, *args) == (10, 1)
+    assert (clock._mono, clock._t_ms) == (4.0, 11) and a.messages == 5
+
+    def broken(conn: _Conn, payload: bytes) -> None:
+        raise KeyError("a bug in a callback path")
+
+    with pytest.raises(KeyError):
+        _recfast.feed_recv(block, 0, {"a": (a, broken)}, clock, ConnectionClosed, ProtocolError)

@@ -14,6 +14,8 @@
  * buffers.
  *
  * parse_recv(line) -> (t, us, conn, payload) | None: the inverse, for replay.
+ * feed_recv(lines, start, ...): the replay's loop over those lines, feeding each frame to its
+ * session (the Python loop in sixmm/replay.py does the same for every other line).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -531,28 +533,40 @@ static int hex4(const char *s, Py_ssize_t n, Py_ssize_t i, unsigned *out) {
     return 1;
 }
 
-static PyObject *parse_recv(PyObject *self, PyObject *arg) {
-    if (!PyBytes_Check(arg)) { PyErr_SetString(PyExc_TypeError, "line must be bytes"); return NULL; }
-    const char *s = PyBytes_AS_STRING(arg);
-    Py_ssize_t n = PyBytes_GET_SIZE(arg), i = 0;
-    long long t, us;
-    if (!expect(s, n, &i, "{\"t\":") || !parse_ll(s, n, &i, &t)) Py_RETURN_NONE;
-    if (!expect(s, n, &i, ",\"us\":") || !parse_ll(s, n, &i, &us)) Py_RETURN_NONE;
-    if (!expect(s, n, &i, ",\"conn\":\"")) Py_RETURN_NONE;
+/* Parse one recv line (s, n). 1: *t, *us, *conn (new ref) and *payload (new ref) are set;
+ * 0: not a recv line in the writer's form; -1: an exception is set. */
+static int parse_line(const char *s, Py_ssize_t n, long long *t, long long *us, PyObject **conn_out,
+                      PyObject **payload_out) {
+    Py_ssize_t i = 0;
+    if (!expect(s, n, &i, "{\"t\":") || !parse_ll(s, n, &i, t)) return 0;
+    if (!expect(s, n, &i, ",\"us\":") || !parse_ll(s, n, &i, us)) return 0;
+    if (!expect(s, n, &i, ",\"conn\":\"")) return 0;
     Py_ssize_t c0 = i;
     while (i < n && s[i] != '"' && s[i] != '\\') i++;
-    if (i >= n || s[i] != '"') Py_RETURN_NONE;
+    if (i >= n || s[i] != '"') return 0;
     Py_ssize_t c1 = i++;
-    if (!expect(s, n, &i, ",\"ev\":\"recv\",\"text\":\"")) Py_RETURN_NONE;
-    char *buf = PyMem_Malloc((size_t)(n - i + 1));
-    if (buf == NULL) return PyErr_NoMemory();
+    if (!expect(s, n, &i, ",\"ev\":\"recv\",\"text\":\"")) return 0;
+    char stack[4096];
+    char *buf = stack;
+    if (n - i + 1 > (Py_ssize_t)sizeof(stack)) {
+        buf = PyMem_Malloc((size_t)(n - i + 1));
+        if (buf == NULL) { PyErr_NoMemory(); return -1; }
+    }
     Py_ssize_t o = 0;
     int ok = 0;
     while (i < n) {
         char c = s[i];
         if (c == '"') { i++; ok = 1; break; }
         if ((unsigned char)c < 0x20) break;
-        if (c != '\\') { buf[o++] = c; i++; continue; }
+        if (c != '\\') {
+            /* copy the run up to the next quote or backslash at once */
+            Py_ssize_t j = i + 1;
+            while (j < n && s[j] != '"' && s[j] != '\\' && (unsigned char)s[j] >= 0x20) j++;
+            memcpy(buf + o, s + i, (size_t)(j - i));
+            o += j - i;
+            i = j;
+            continue;
+        }
         if (i + 1 >= n) break;
         char e = s[i + 1];
         i += 2;
@@ -612,16 +626,147 @@ static PyObject *parse_recv(PyObject *self, PyObject *arg) {
         Py_XSETREF(last_conn, conn);
     }
     PyObject *payload = PyBytes_FromStringAndSize(buf, o);
-    PyMem_Free(buf);
-    if (payload == NULL) { Py_DECREF(conn); return NULL; }
-    return Py_BuildValue("(LLNN)", t, us, conn, payload);
+    if (buf != stack) PyMem_Free(buf);
+    if (payload == NULL) { Py_DECREF(conn); return -1; }
+    *conn_out = conn;
+    *payload_out = payload;
+    return 1;
 fail:
-    PyMem_Free(buf);
-    Py_RETURN_NONE;
+    if (buf != stack) PyMem_Free(buf);
+    return 0;
+}
+
+static PyObject *parse_recv(PyObject *self, PyObject *arg) {
+    if (!PyBytes_Check(arg)) { PyErr_SetString(PyExc_TypeError, "line must be bytes"); return NULL; }
+    long long t, us;
+    PyObject *conn, *payload;
+    int r = parse_line(PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg), &t, &us, &conn, &payload);
+    if (r < 0) return NULL;
+    if (r == 0) Py_RETURN_NONE;
+    return Py_BuildValue("(LLNN)", t, us, conn, payload);
+}
+
+/* The payload of a subscribe/unsubscribe ack (the replay rewrites its id first): it has an
+ * "id" and no "topic", the same test as the Python loop's. */
+static int ack_like(PyObject *payload) {
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(payload);
+    Py_ssize_t n = PyBytes_GET_SIZE(payload);
+    return !has_bytes(p, n, (const unsigned char *)"\"topic\"", 7) &&
+           has_bytes(p, n, (const unsigned char *)"\"id\"", 4);
+}
+
+static PyObject *s_open_now, *s_failed, *s_messages, *s_bytes_closed, *s_report, *s_mono, *s_t_ms;
+
+static int bump(PyObject *obj, PyObject *name, Py_ssize_t by) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) return -1;
+    PyObject *inc = PyLong_FromSsize_t(by);
+    if (inc == NULL) { Py_DECREF(v); return -1; }
+    PyObject *sum = PyNumber_Add(v, inc);
+    Py_DECREF(v);
+    Py_DECREF(inc);
+    if (sum == NULL) return -1;
+    int r = PyObject_SetAttr(obj, name, sum);
+    Py_DECREF(sum);
+    return r;
+}
+
+/* feed_recv(lines, start, handlers, clock, closed_exc, protocol_exc) -> (next, fed)
+ * The replay's hot loop (speed None): from lines[start], each received text frame in the
+ * writer's form is fed at once -- clock._mono/_t_ms set to its times; skipped when its
+ * connection is not in handlers ({name: (conn, on_message)}) or is not open or failed;
+ * else conn.messages and conn._bytes_closed counted and on_message(conn, payload) called
+ * (closed_exc ignored, protocol_exc handed to conn._report). Stops before the first line it
+ * does not take (any other event, any other form, an ack, whose id the caller maps): returns
+ * its index and how many lines were fed. Exactly what sixmm/replay.py's Python loop does. */
+static PyObject *feed_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6 || !PyList_Check(args[0]) || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "feed_recv(lines: list, start, handlers: dict, clock, closed, protocol)");
+        return NULL;
+    }
+    PyObject *lines = args[0], *handlers = args[2], *clock = args[3];
+    PyObject *closed_exc = args[4], *protocol_exc = args[5];
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t fed = 0;
+    for (; i < PyList_GET_SIZE(lines); i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        if (!PyBytes_Check(line)) break;
+        long long t, us;
+        PyObject *name, *payload;
+        int r = parse_line(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), &t, &us, &name, &payload);
+        if (r < 0) return NULL;
+        if (r == 0) break;
+        PyObject *handler = PyDict_GetItemWithError(handlers, name);  /* borrowed */
+        Py_DECREF(name);
+        if (handler == NULL && PyErr_Occurred()) { Py_DECREF(payload); return NULL; }
+        if (handler != NULL && ack_like(payload)) { Py_DECREF(payload); break; }
+        Py_INCREF(line);  /* the call below may run code that changes the list */
+        int err = 0;
+        PyObject *v = PyFloat_FromDouble((double)us / 1e6);
+        if (v == NULL || PyObject_SetAttr(clock, s_mono, v) < 0) err = 1;
+        Py_XDECREF(v);
+        if (!err) {
+            v = PyLong_FromLongLong(t);
+            if (v == NULL || PyObject_SetAttr(clock, s_t_ms, v) < 0) err = 1;
+            Py_XDECREF(v);
+        }
+        fed++;
+        if (!err && handler != NULL) {
+            if (!PyTuple_Check(handler) || PyTuple_GET_SIZE(handler) != 2) {
+                PyErr_SetString(PyExc_TypeError, "handlers values must be (conn, on_message)");
+                err = 1;
+            } else {
+                PyObject *conn = PyTuple_GET_ITEM(handler, 0), *on_message = PyTuple_GET_ITEM(handler, 1);
+                Py_INCREF(conn);
+                Py_INCREF(on_message);
+                int go = 0;
+                PyObject *o = PyObject_GetAttr(conn, s_open_now);
+                if (o == NULL) err = 1;
+                else {
+                    go = PyObject_IsTrue(o);
+                    Py_DECREF(o);
+                    if (go < 0) err = 1;
+                }
+                if (!err && go) {
+                    PyObject *f = PyObject_GetAttr(conn, s_failed);
+                    if (f == NULL) err = 1;
+                    else { go = f == Py_None; Py_DECREF(f); }
+                }
+                if (!err && go) {
+                    if (bump(conn, s_messages, 1) < 0 ||
+                        bump(conn, s_bytes_closed, PyBytes_GET_SIZE(payload)) < 0) err = 1;
+                }
+                if (!err && go) {
+                    PyObject *cargs[2] = {conn, payload};
+                    PyObject *res = PyObject_Vectorcall(on_message, cargs, 2, NULL);
+                    if (res != NULL) Py_DECREF(res);
+                    else if (PyErr_ExceptionMatches(closed_exc)) PyErr_Clear();
+                    else if (PyErr_ExceptionMatches(protocol_exc)) {
+                        PyObject *et, *ev, *tb;
+                        PyErr_Fetch(&et, &ev, &tb);
+                        PyErr_NormalizeException(&et, &ev, &tb);
+                        PyObject *rr = PyObject_CallMethodOneArg(conn, s_report, ev ? ev : Py_None);
+                        Py_XDECREF(et); Py_XDECREF(ev); Py_XDECREF(tb);
+                        if (rr == NULL) err = 1; else Py_DECREF(rr);
+                    } else err = 1;
+                }
+                Py_DECREF(conn);
+                Py_DECREF(on_message);
+            }
+        }
+        Py_DECREF(payload);
+        Py_DECREF(line);
+        if (err) return NULL;
+    }
+    return Py_BuildValue("(nn)", i, fed);
 }
 
 static PyMethodDef methods[] = {
     {"parse_recv", parse_recv, METH_O, "parse_recv(line) -> (t, us, conn, payload) | None"},
+    {"feed_recv", (PyCFunction)(void (*)(void))feed_recv, METH_FASTCALL,
+     "feed_recv(lines, start, handlers, clock, closed, protocol) -> (next, fed)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -630,6 +775,15 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_recfast",
 
 PyMODINIT_FUNC PyInit__recfast(void) {
     init_cls();
+    struct { PyObject **slot; const char *name; } names[] = {
+        {&s_open_now, "_open_now"}, {&s_failed, "_failed"}, {&s_messages, "messages"},
+        {&s_bytes_closed, "_bytes_closed"}, {&s_report, "_report"}, {&s_mono, "_mono"},
+        {&s_t_ms, "_t_ms"},
+    };
+    for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+        *names[k].slot = PyUnicode_InternFromString(names[k].name);
+        if (*names[k].slot == NULL) return NULL;
+    }
     if (PyType_Ready(&LinesType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
