@@ -5,6 +5,7 @@ Run: ``python bench/profile_frame.py [--kind book|depth|trade] [--n 20000] [--js
 with the reader thread under ``cProfile``, and prints the functions by total and self time
 (µs per frame). The stream is fixed (deterministic), so two trees compare on the same work;
 cProfile inflates small calls, so read the shares, not the absolute figures.
+``SIXMM_BENCH_TREE=DIR`` runs another checkout's ``sixmm`` under these scripts.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ import time
 from typing import Any, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import bench.bench_stream  # noqa: F401  # this tree's bench scripts, whichever sixmm runs
+
+if os.environ.get("SIXMM_BENCH_TREE"):  # bench_instructions.py --against: another sixmm
+    sys.path.insert(0, os.environ["SIXMM_BENCH_TREE"])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -96,7 +101,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.kind != "trade":
                 verify_book(book, args.kind, args.n)
     print(
-        f"{args.kind}, {args.n} frames, {args.json}, book C={sixmm.protocol.book.SPEEDUPS}: "
+        f"{args.kind}, {args.n} frames, {args.json}, book C={sixmm.protocol.book.SPEEDUPS}, "
+        f"sixmm from {os.path.dirname(os.path.dirname(sixmm.__file__))}: "
         f"reader thread CPU {cpu[0] / total * 1e6:.2f} µs/frame"
         + ("" if args.no_profile else " (under cProfile)")
         + f"; gc {gc_time[0] / total * 1e6:.2f} µs/frame (wall, during the read loop), "

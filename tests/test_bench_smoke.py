@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -46,3 +47,14 @@ def test_latency_paths_produce_figures(sender: SenderProcess) -> None:
     assert _positive(p50) and p99 >= p50
     s50, s99 = bench_latency.sixmm_latency(sender.port, 2_000, 200, "inline")
     assert _positive(s50) and s99 >= s50
+
+
+def test_bench_instructions_reads_the_reader_threads_count(tmp_path: Path) -> None:
+    from bench import bench_instructions
+
+    (tmp_path / "x.out-01").write_text("fn=main\ntotals: 900\n")
+    (tmp_path / "x.out-02").write_text("fn=sock_recv_into\ntotals: 120\n")
+    (tmp_path / "x.out-03").write_text("fn=heartbeat\ntotals: 5\n")
+    assert bench_instructions._reader_instructions(str(tmp_path), "x.out") == 120
+    with pytest.raises(RuntimeError, match="no reader thread"):
+        bench_instructions._reader_instructions(str(tmp_path), "y.out")

@@ -1,0 +1,125 @@
+"""Instructions per frame on sixmm's reader thread, counted by valgrind (callgrind).
+
+Run: ``python bench/bench_instructions.py [--kinds book,depth,trade] [--json orjson,json]
+[--against OTHER_TREE] [-j 2]``. Each figure runs ``bench/profile_frame.py --no-profile``
+(its own loopback sender, ``StreamManager`` inline, the book verified at the end) under
+``valgrind --tool=callgrind --separate-threads=yes`` twice, with N and 3N frames, and divides
+the difference of the reader thread's instruction count by 2N: start-up, the snapshot and the
+main thread's verification drop out. The reader is the thread that calls ``recv``.
+
+Instruction counts do not depend on what else the machine is doing, so two trees compare in
+one run on a noisy machine, where wall-clock ratios drift by tens of percent. They are not
+time: cache misses and branch mispredictions are not in them. ``--against`` runs the same
+figures (this tree's bench scripts) on another checkout's ``sixmm`` and prints the ratio.
+Needs valgrind (Debian's package); about 1-4 minutes per figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BASE_N = {"book": 2000, "depth": 2000, "trade": 6000}
+
+
+def _reader_instructions(outdir: str, stem: str) -> int:
+    """The instruction total of the thread that received from the socket."""
+    best: Optional[int] = None
+    for path in glob.glob(os.path.join(outdir, stem + "-*")):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        if "sock_recv" not in text:
+            continue
+        for line in text.splitlines():
+            if line.startswith("totals:"):
+                total = int(line.split()[1])
+                best = total if best is None else max(best, total)
+    if best is None:
+        raise RuntimeError(f"no reader thread found in {outdir}/{stem}-*")
+    return best
+
+
+def _count(tree: str, kind: str, backend: str, n: int, outdir: str) -> int:
+    stem = f"{os.path.basename(tree.rstrip('/'))}.{kind}.{backend}.{n}.out"
+    # this tree's profile_frame.py, pointed at ``tree``'s sixmm
+    script = os.path.join(HERE, "profile_frame.py")
+    env = {**os.environ, "SIXMM_BENCH_TREE": tree}
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--separate-threads=yes",
+        f"--callgrind-out-file={os.path.join(outdir, stem)}",
+        sys.executable,
+        script,
+        "--kind",
+        kind,
+        "--n",
+        str(n),
+        "--json",
+        backend,
+        "--no-profile",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"{kind}/{backend}/{n} on {tree} failed: {' | '.join(tail)}")
+    return _reader_instructions(outdir, stem)
+
+
+def per_frame(tree: str, kind: str, backend: str, outdir: str) -> float:
+    n = BASE_N[kind]
+    small = _count(tree, kind, backend, n, outdir)
+    large = _count(tree, kind, backend, 3 * n, outdir)
+    return (large - small) / (2 * n)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--kinds", default="book,depth,trade")
+    parser.add_argument("--json", default="orjson,json", help="backends: orjson,json")
+    parser.add_argument("--against", default="", help="another checkout of sixmm to compare")
+    parser.add_argument("-j", type=int, default=2, help="valgrind runs at once")
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (apt install valgrind)", file=sys.stderr)
+        return 2
+    trees = [ROOT] + ([os.path.abspath(args.against)] if args.against else [])
+    jobs: List[Tuple[str, str, str]] = [
+        (tree, kind, backend)
+        for kind in args.kinds.split(",")
+        for backend in args.json.split(",")
+        for tree in trees
+    ]
+    results: Dict[Tuple[str, str, str], float] = {}
+    with tempfile.TemporaryDirectory(prefix="sixmm-cg-") as outdir:  # noqa: SIM117 (3.9)
+        with ThreadPoolExecutor(max_workers=max(1, args.j)) as pool:
+            futures = {job: pool.submit(per_frame, *job, outdir) for job in jobs}
+            for job, fut in futures.items():
+                results[job] = fut.result()
+    head = "| stream | JSON | instructions/frame, this tree |"
+    if args.against:
+        head += f" `{args.against}` | this / that |"
+    print(head)
+    print("|---|---|---:|" + ("---:|---:|" if args.against else ""))
+    for kind in args.kinds.split(","):
+        for backend in args.json.split(","):
+            mine = results[(ROOT, kind, backend)]
+            row = f"| {kind} | {backend} | {mine:,.0f} |"
+            if args.against:
+                theirs = results[(trees[1], kind, backend)]
+                row += f" {theirs:,.0f} | {mine / theirs:.3f} |"
+            print(row)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
