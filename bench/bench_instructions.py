@@ -49,7 +49,8 @@ def _reader_instructions(outdir: str, stem: str) -> int:
 
 
 def _count(tree: str, kind: str, backend: str, n: int, outdir: str) -> int:
-    stem = f"{os.path.basename(tree.rstrip('/'))}.{kind}.{backend}.{n}.out"
+    # the whole path: two checkouts may share their folder's name
+    stem = f"{tree.strip(os.sep).replace(os.sep, '_')}.{kind}.{backend}.{n}.out"
     # this tree's profile_frame.py, pointed at ``tree``'s sixmm
     script = os.path.join(HERE, "profile_frame.py")
     env = {**os.environ, "SIXMM_BENCH_TREE": tree}

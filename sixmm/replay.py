@@ -230,19 +230,6 @@ _RECV = ',"ev":"recv","text":"'
 _RECV_LEN = len(_RECV)
 
 
-def _declined(feed: Any, block: List[bytes], live: List[Any]) -> Iterator[bytes]:
-    """The lines of ``block`` that ``_recfast.feed_recv`` leaves to the Python loop (every
-    event but a received frame, and acks); it feeds the others itself, counting them in
-    ``live[1]``, with the handlers in ``live[0]`` and the manager's clock in ``live[2]``."""
-    i, n = 0, len(block)
-    while i < n:
-        i, fed = feed(block, i, live[0], live[2], ConnectionClosed, ProtocolError)
-        live[1] += fed
-        if i < n:
-            yield block[i]
-            i += 1
-
-
 def _fast_recv(line: str) -> Optional[Tuple[int, int, str, str]]:
     """``(t, us, conn, text)`` of a received-frame line in the writer's own field order, or
     None (then the line is parsed as JSON): the hot path of a replay."""
@@ -581,17 +568,29 @@ class _Driver:
         loads = json.loads
         fast = _fast_recv
         c_parse = _recfast.parse_recv if _recfast is not None else None
-        # as fast as it can: C feeds the received frames, this loop only the lines C leaves
-        c_feed = _recfast.feed_recv if _recfast is not None and speed is None else None
+        # as fast as it can: C feeds the received frames, the loop below every other line
+        c_feed: Any = _recfast.feed_recv if _recfast is not None and speed is None else None
+        c_fed = 0
+
+        def declined() -> Iterator[bytes]:
+            """The lines of ``block`` that ``c_feed`` leaves (other events, acks); it feeds
+            the rest with the current ``handlers``."""
+            nonlocal c_fed
+            i, n = 0, len(block)
+            while i < n:
+                i, k = c_feed(block, i, handlers, m, ConnectionClosed, ProtocolError)
+                c_fed += k
+                if i < n:
+                    yield block[i]
+                    i += 1
+
         for block in blocks:
             if stop.is_set():
                 return
             conns = self._conns()  # registrations may add connections while replaying
             handlers = {name: (c, c.session.on_message) for name, c in conns.items()}
-            fed = 0
-            # C's handlers (the loop below may add some), what C fed, the clock it sets
-            live: List[Any] = [handlers, 0, m]
-            for raw_line in block if c_feed is None else _declined(c_feed, block, live):
+            fed = c_fed = 0
+            for raw_line in block if c_feed is None else declined():
                 ev: Optional[Dict[str, Any]] = None
                 parsed = c_parse(raw_line) if c_parse is not None else None
                 if parsed is not None:
@@ -624,7 +623,6 @@ class _Driver:
                     if name not in conns:  # a connection registered since the block began?
                         conns = self._conns()
                         handlers = {n: (c, c.session.on_message) for n, c in conns.items()}
-                        live[0] = handlers
                     self._event(ev, conns.get(name), name, recorded)
                     continue
                 handler = handlers.get(name)  # the hot path: a received text frame
@@ -644,7 +642,7 @@ class _Driver:
                     pass  # e.g. a refused auth: the recording's close follows
                 except ProtocolError as exc:
                     conn._report(exc)
-            fed += live[1]
+            fed += c_fed
             self.fed += fed
             info["events"] += fed
 

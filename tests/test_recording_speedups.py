@@ -247,6 +247,7 @@ def test_feed_recv_feeds_frames_and_stops_before_what_it_leaves_to_python() -> N
     assert (a.messages, a._bytes_closed) == (3, sizes)
     assert closed.messages == failed.messages == 0
     assert [str(e) for e in a.reported] == ["bad frame"]
+    assert a.reported[0].__traceback__ is not None  # reported as raised
     assert _recfast.feed_recv(block, 7, *args) == (8, 1)
     assert _recfast.feed_recv(block, 9, *args) == (10, 1)
     assert (clock._mono, clock._t_ms) == (4.0, 11) and a.messages == 5

@@ -747,6 +747,7 @@ static PyObject *feed_recv(PyObject *self, PyObject *const *args, Py_ssize_t nar
                         PyObject *et, *ev, *tb;
                         PyErr_Fetch(&et, &ev, &tb);
                         PyErr_NormalizeException(&et, &ev, &tb);
+                        if (ev != NULL && tb != NULL) PyException_SetTraceback(ev, tb);
                         PyObject *rr = PyObject_CallMethodOneArg(conn, s_report, ev ? ev : Py_None);
                         Py_XDECREF(et); Py_XDECREF(ev); Py_XDECREF(tb);
                         if (rr == NULL) err = 1; else Py_DECREF(rr);
