@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixmm.protocol import book as book_module
+from sixmm.protocol import models as models_module
 from sixmm.protocol.book import SPEEDUPS, BookState, Outcome
 from sixmm.protocol.depth import SPEEDUPS as DEPTH_SPEEDUPS
 from sixmm.protocol.depth import DepthMsg
@@ -34,6 +35,8 @@ BOOK_SUITES = [
     "tests/test_orderbook.py",
     "tests/test_depth.py",
     "tests/test_hostile_input.py",
+    "tests/test_models.py",  # and the trade and frame decoding fast paths (_wirefast)
+    "tests/test_frames.py",
 ]
 
 needs_c = pytest.mark.skipif(not SPEEDUPS, reason="the C extension is not loaded")
@@ -450,7 +453,11 @@ def test_memory_stays_flat_over_a_long_churn() -> None:
 
 @pytest.mark.parametrize(
     ("module", "in_use"),
-    [("_bookside", lambda: BookState("X").speedups), ("_depthfast", lambda: DEPTH_SPEEDUPS)],
+    [
+        ("_bookside", lambda: BookState("X").speedups),
+        ("_depthfast", lambda: DEPTH_SPEEDUPS),
+        ("_wirefast", lambda: models_module._c_trades is not None),
+    ],
 )
 def test_speedups_loaded_when_required(module: str, in_use: Callable[[], bool]) -> None:
     # CI sets SIXMM_REQUIRE_SPEEDUPS=1: there, the C paths must be the ones under test.

@@ -37,6 +37,7 @@ from sixmm.protocol._fields import (
     req_int,
     req_str,
 )
+from sixmm.protocol._speedups import load as load_extension
 from sixmm.protocol.depth import DepthMsg, parse_depth
 from sixmm.protocol.events import PrivatePush, Push
 
@@ -491,15 +492,40 @@ class UserEvent:
 
 # --------------------------------------------------------------------------- dispatch
 
+_wirefast = load_extension("_wirefast")
+# The common trade push in C (see _wirefast.c): the same Trade list as the pure from_wire,
+# or None and the pure code decides. Tests swap it to exercise both.
+_c_trades = None if _wirefast is None else _wirefast.trades
+
+
+def _plain_attrs(cls: type) -> bool:
+    """True when attrs' ``__init__`` of ``cls`` only stores its arguments, in field order:
+    no validator, converter, default-only field or init hook that filling the slots
+    directly would skip."""
+    hooks = ("__attrs_pre_init__", "__attrs_post_init__", "__attrs_init__")
+    return not any(hasattr(cls, name) for name in hooks) and all(
+        f.init and f.validator is None and f.converter is None for f in attrs.fields(cls)
+    )
+
+
+if _wirefast is not None and _plain_attrs(Trade):
+    # Trades are then built slot by slot in C (seven object.__setattr__ calls of attrs'
+    # frozen __init__ cost half the C path). bind() refuses a layout it cannot fill.
+    _wirefast.bind(Trade, tuple(f.name for f in attrs.fields(Trade)))
+
 
 def _topic_parts(topic: str) -> List[str]:
     return topic.split(".")
 
 
 def _trades(push: Push) -> List[Any]:
+    data = push.data
+    if _c_trades is not None:
+        done: Optional[List[Trade]] = _c_trades(Trade, data)
+        if done is not None:
+            return done
     parts = _topic_parts(push.topic)
     symbol = parts[2] if len(parts) > 2 else None
-    data = push.data
     if type(data) is list:
         return [Trade.from_wire(item, symbol) for item in data]
     return [Trade.from_wire(data, symbol)]
