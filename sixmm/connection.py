@@ -97,7 +97,8 @@ class Session:
         self.pump()
 
     def on_message(self, conn: Connection, payload: bytes) -> None:
-        """One inbound data message (the hot path; the reader holds :attr:`lock`)."""
+        """One inbound data message (the hot path; the reader holds :attr:`lock`). The
+        reader loop (``Connection._read_frames``) does the same for a small frame inline."""
         engine = self.engine
         if len(payload) < QUIET_GC_BYTES or not _gc_isenabled():
             engine.receive(payload, self._clock())
@@ -574,7 +575,14 @@ class Connection:
         let_go: Callable[[], None],
         pump: Callable[[], None],
     ) -> str:
-        on_message = self.session.on_message
+        session = self.session
+        on_message = session.on_message
+        # Session.on_message's common case (a frame under QUIET_GC_BYTES) is inlined below:
+        # the engine's receive is then the one Python call per frame
+        engine = session.engine
+        receive = engine.receive
+        apply = session.apply
+        session_clock = session._clock
         next_frame = transport.decoder.next_frame
         fill = transport.fill
         control = transport.control
@@ -615,5 +623,10 @@ class Connection:
                 held = True
             if tap is not None:  # under the lock: recorded in the order the session saw it
                 tap.received(self.name, payload)
-            on_message(self, payload)
+            if len(payload) < QUIET_GC_BYTES:
+                receive(payload, session_clock())
+                if engine.actions:
+                    apply(self)
+            else:
+                on_message(self, payload)
         return "stopped"

@@ -161,6 +161,36 @@ keys_bisect_left(PyObject *keys, PyObject *key)
     return i;
 }
 
+/* list.insert(i, item) and del list[i] with one memmove of the tail each. PyList_Insert
+ * moves the items one by one, and PyList_SetSlice goes through the general slice code: on a
+ * 5,000-level side these two were a fifth of a depth update's instructions. The list ends
+ * in the same state (only a deletion keeps its allocation, as a later insert will use it). */
+static int
+list_insert_at(PyObject *list, Py_ssize_t i, PyObject *item)
+{
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    PyObject **items;
+    if (PyList_Append(list, item) < 0) /* grows the list; item is now at n */
+        return -1;
+    items = ((PyListObject *)list)->ob_item;
+    if (i < n) {
+        memmove(&items[i + 1], &items[i], (size_t)(n - i) * sizeof(PyObject *));
+        items[i] = item; /* the reference Append took */
+    }
+    return 0;
+}
+
+static void
+list_delete_at(PyObject *list, Py_ssize_t i)
+{
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    PyObject **items = ((PyListObject *)list)->ob_item;
+    PyObject *old = items[i];
+    memmove(&items[i], &items[i + 1], (size_t)(n - i - 1) * sizeof(PyObject *));
+    Py_SET_SIZE(list, n - 1);
+    Py_DECREF(old); /* last: a __del__ of it sees a consistent list */
+}
+
 /* insort(keys, key): 0, or -1 with an exception set. */
 static int
 keys_insort(PyObject *keys, PyObject *key)
@@ -168,7 +198,7 @@ keys_insort(PyObject *keys, PyObject *key)
     if (PyFloat_CheckExact(key)) {
         Py_ssize_t i = float_bisect_right(keys, PyFloat_AS_DOUBLE(key));
         if (i >= 0)
-            return PyList_Insert(keys, i, key);
+            return list_insert_at(keys, i, key);
     }
     PyObject *r = PyObject_CallFunctionObjArgs(insort_fn, keys, key, NULL);
     if (r == NULL)
@@ -249,7 +279,8 @@ remove_known(Side *s, PyObject *price, PyObject *entry)
         PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
         goto done;
     }
-    rc = PyList_SetSlice(s->keys, i, i + 1, NULL);
+    list_delete_at(s->keys, i);
+    rc = 0;
 done:
     Py_XDECREF(key);
     Py_DECREF(entry);
