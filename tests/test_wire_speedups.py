@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sixmm import _json
 from sixmm.errors import ProtocolError
 from sixmm.protocol import frames as frames_module
 from sixmm.protocol import models as models_module
@@ -27,6 +28,7 @@ from sixmm.protocol._speedups import load as load_extension
 from sixmm.protocol.events import Malformed, Push
 from sixmm.protocol.frames import decode
 from sixmm.protocol.models import Trade, convert
+from tests.test_frames import FRAME_LIKE, JSON_VALUES
 
 _wirefast = load_extension("_wirefast")
 needs_c = pytest.mark.skipif(_wirefast is None, reason="the C extension is not loaded")
@@ -262,14 +264,14 @@ def test_bind_refuses_a_layout_it_cannot_fill() -> None:
     class WithDict:
         a: int
 
-    with pytest.raises(TypeError, match="7 slot names"):
-        _wirefast.bind(Trade, names[:6])
+    with pytest.raises(TypeError, match="7 slot names expected"):
+        _wirefast.bind("trade", Trade, names[:6])
     with pytest.raises(TypeError, match="not a plain slotted class"):
-        _wirefast.bind(Plain, names)
+        _wirefast.bind("trade", Plain, names)
     with pytest.raises(TypeError, match="not a plain slotted class"):
-        _wirefast.bind(WithDict, names)
+        _wirefast.bind("trade", WithDict, names)
     with pytest.raises(TypeError, match="not a slot"):
-        _wirefast.bind(Trade, (*names[:6], "nope"))
+        _wirefast.bind("trade", Trade, (*names[:6], "nope"))
     # nothing was unbound: trades are still built (and equal the pure ones)
     check({"symbol": "X", "tradeId": "1", "price": "1", "quantity": "1", "time": 0})
 
@@ -300,7 +302,7 @@ def test_only_plain_attrs_classes_are_filled_directly() -> None:
 
 
 @needs_c
-def test_the_c_trades_leak_nothing() -> None:
+def test_the_c_paths_leak_nothing() -> None:
     assert _wirefast is not None
     good: Dict[str, Any] = {
         "symbol": "X",
@@ -313,10 +315,20 @@ def test_the_c_trades_leak_nothing() -> None:
     pushes: List[Any] = [good, [good, good], [good, {**good, "price": "1e5"}]]
     pushes.append({**good, "time": None})
 
+    frames = [
+        b'{"topic":"market.trade.X","event":"data","ts":5,"data":{"a":[1,"x"]}}',
+        b'{"topic":"user.1","event":"data","data":{}}',
+        b'{"topic":"t","event":"data","data":1,"ts":"17"}',
+        b"{bad",
+        b"[[[[1]]]]",
+    ]
+
     def churn(n: int) -> None:
         for _ in range(n):
             for data in pushes:
                 _wirefast.trades(Trade, data)
+            for frame in frames:
+                _wirefast.decode_push(frame, _json.loads, 1000, 3, Push)
 
     tracemalloc.start()
     try:
@@ -374,3 +386,132 @@ def test_the_nesting_limit_holds_with_either_count(counting: str, depth: int) ->
     # brackets inside strings are counted too: only the real depth decides
     quoted = ('{"topic":"market.trade.X","event":"data","data":"' + "[" * 100 + '"}').encode()
     assert type(decode(quoted, max_depth=32)) is Push
+
+
+# -- decode_push ---------------------------------------------------------------------------------
+
+LOADS = {"orjson-or-default": _json.loads, "stdlib": _json._stdlib_loads}
+
+
+def event_fields(event: Any) -> Tuple[Any, ...]:
+    """Everything observable of an event, with the types of the values that matter."""
+    if type(event) is Push:
+        return (Push, event.topic, type(event.ts), event.ts, event.data, event.snapshot, event.raw)
+    if type(event) is Malformed:
+        return (Malformed, event.reason, event.text)
+    return (type(event), attrs.astuple(event, recurse=False))
+
+
+def decode_both(text: bytes, **limits: int) -> Tuple[Any, Any]:
+    """(decode with the C common case, decode in pure Python)."""
+    fast = decode(text, **limits)
+    saved = frames_module._c_decode
+    frames_module._c_decode = None
+    try:
+        return fast, decode(text, **limits)
+    finally:
+        frames_module._c_decode = saved
+
+
+def json_bytes(value: Any) -> bytes:
+    import json
+
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+push_like = st.fixed_dictionaries(
+    {
+        "topic": st.one_of(
+            st.sampled_from(["market.trade.X", "user.1", "market.depth.X", "", "user"]),
+            JSON_VALUES,
+        ),
+        "event": st.one_of(st.sampled_from(["data", "snapshot", "Data", "data "]), JSON_VALUES),
+        "data": JSON_VALUES,
+    },
+    optional={"ts": st.one_of(st.integers(-(2**70), 2**70), JSON_VALUES, st.just("17"))},
+)
+
+
+@needs_c
+@pytest.mark.parametrize("backend", sorted(LOADS))
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(push_like, FRAME_LIKE, JSON_VALUES))
+def test_c_and_pure_decode_agree(backend: str, value: Any) -> None:
+    saved = frames_module._loads
+    frames_module._loads = LOADS[backend]
+    try:
+        text = json_bytes(value)
+        for limits in ({}, {"max_depth": 3}, {"max_bytes": 40}):
+            fast, pure = decode_both(text, **limits)
+            assert event_fields(fast) == event_fields(pure), (text, limits)
+    finally:
+        frames_module._loads = saved
+
+
+@needs_c
+def test_decode_push_takes_the_common_push_and_leaves_the_rest() -> None:
+    assert _wirefast is not None
+    c = _wirefast.decode_push
+    loads = _json.loads
+    common = b'{"topic":"market.trade.X","event":"data","ts":5,"data":{"a":1}}'
+    got = c(common, loads, 1000, 32, Push)
+    assert type(got) is Push and (got.topic, got.ts, got.data, got.snapshot) == (
+        "market.trade.X",
+        5,
+        {"a": 1},
+        False,
+    )
+    assert got.raw == loads(common) and got.raw["data"] is got.data
+    assert repr(got) == repr(Push("market.trade.X", 5, {"a": 1}, False, got.raw))
+    assert gc.is_tracked(got)
+    no_ts = c(b'{"topic":"t","event":"data","data":1}', loads, 1000, 32, Push)
+    assert type(no_ts) is Push and no_ts.ts is None
+    for other in [
+        b'{"topic":"user.5","event":"data","data":{}}',  # private
+        b'{"topic":"t","event":"snapshot","data":{}}',
+        b'{"topic":"t","data":{}}',
+        b'{"topic":"t","event":"data","data":null}',  # Malformed, said by the pure code
+        b'{"topic":"t","event":"data","data":1,"ts":"17"}',  # a digit string: _opt_int
+        b'{"topic":5,"event":"data","data":1}',
+        b'{"id":"1","event":"subscribe","success":true}',
+        b"[1]",
+        b'"pong"',
+    ]:
+        assert type(c(other, loads, 1000, 32, Push)) is tuple, other
+    for unparsed in [b"{bad", b"pong", b""]:  # not parsed: decode starts over
+        assert c(unparsed, loads, 1000, 32, Push) is None
+    assert c(common, loads, len(common) - 1, 32, Push) is None  # too large
+    assert c(common, loads, 1000, 1, Push) is None  # two opening brackets, limit 1
+    assert c(bytearray(common), loads, 1000, 32, Push) is None
+    assert c("{}", loads, 1000, 32, Push) is None
+
+
+@needs_c
+def test_decode_push_lets_what_is_not_an_exception_through() -> None:
+    assert _wirefast is not None
+
+    class Stop(BaseException):
+        pass
+
+    def stopping(_text: Any) -> Any:
+        raise Stop
+
+    with pytest.raises(Stop):
+        _wirefast.decode_push(b"{}", stopping, 1000, 32, Push)
+    calls: List[Any] = []
+
+    def broken(text: Any) -> Any:
+        calls.append(text)
+        raise KeyError("boom")
+
+    assert _wirefast.decode_push(b"{}", broken, 1000, 32, Push) is None
+    assert calls == [b"{}"]
+
+
+def test_push_is_filled_in_its_init_order() -> None:
+    # frames.py binds Push's slots in __init__'s order: keep the two in step
+    import inspect
+
+    params = list(inspect.signature(Push.__init__).parameters)[1:]
+    assert params == ["topic", "ts", "data", "snapshot", "raw"]
+    assert sorted(Push.__slots__) == sorted(params)

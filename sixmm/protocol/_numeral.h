@@ -1,5 +1,5 @@
 /*
- * is_numeral() and check_numeral(), shared by the C fast paths of the wire layer (_depthfast.c, _wirefast.c).
+ * is_numeral(), check_numeral() and is_ascii_str(), shared by the C fast paths of the wire layer (_depthfast.c, _wirefast.c).
  *
  * A numeral: 1-30 ASCII digits, optionally "." and 1-30 ASCII digits. Decimal(numeral) is
  * always finite, non-negative, with an adjusted exponent in [-30, 29]: it passes every check
@@ -41,21 +41,26 @@ is_numeral(const Py_UCS1 *s, Py_ssize_t n, int *nonzero)
     return 1;
 }
 
-/* 1 valid, 0 not valid; only exact, compact ASCII str objects can be valid. */
+/* 1 when the str s is compact ASCII (its PyUnicode_1BYTE_DATA are its characters), else 0. */
 static int
-check_numeral(PyObject *s, int need_nonzero)
+is_ascii_str(PyObject *s)
 {
-    int nz = 0;
-    Py_ssize_t n;
-    if (!PyUnicode_CheckExact(s))
-        return 0;
 #if PY_VERSION_HEX < 0x030C0000
     if (PyUnicode_READY(s) < 0) {
         PyErr_Clear();
         return 0;
     }
 #endif
-    if (!PyUnicode_IS_ASCII(s))
+    return PyUnicode_IS_ASCII(s) ? 1 : 0;
+}
+
+/* 1 valid, 0 not valid; only exact, compact ASCII str objects can be valid. */
+static int
+check_numeral(PyObject *s, int need_nonzero)
+{
+    int nz = 0;
+    Py_ssize_t n;
+    if (!PyUnicode_CheckExact(s) || !is_ascii_str(s))
         return 0;
     n = PyUnicode_GET_LENGTH(s);
     if (n < 1 || n > 61)

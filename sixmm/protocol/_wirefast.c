@@ -1,9 +1,17 @@
 /*
- * sixmm.protocol._wirefast -- two fast paths of decoding a frame into models, in C.
+ * sixmm.protocol._wirefast -- the fast paths of decoding a frame into models, in C.
  *
- * opens(data) is frames.decode's nesting pre-count, data.count(b"{") + data.count(b"["), in
- * one pass over exact bytes (anything else: -1, and decode counts in Python). Only a frame
- * with more opening brackets than the depth limit is then walked for its real depth.
+ * decode_push(text, loads, max_bytes, max_depth, Push) is frames.decode's common case: exact
+ * bytes within max_bytes, with at most max_depth opening brackets (so never too deep), that
+ * loads() parses into {"event": "data", "topic": a str not starting "user.", "data": not
+ * null, "ts": an int, null or absent}: it returns Push(topic, ts, data, False, obj), what
+ * decode returns for it. Parsed into anything else, it returns (obj,) and decode classifies
+ * obj in Python; not parsed (too large, maybe too deep, loads raised an Exception), None and
+ * decode runs from the start (a frame that loads rejects is parsed twice: rare and cheap).
+ *
+ * opens(data) is decode's nesting pre-count, data.count(b"{") + data.count(b"["), in one
+ * pass over exact bytes (anything else: -1, and decode counts in Python), for the frames
+ * decode_push leaves to the pure code.
  *
  * trades(cls, data) is models._trades' common case: ``data`` is one trade object or a list
  * of them, every one an exact dict with
@@ -21,8 +29,13 @@
  * cls(...), Decimal(...) or str.upper() raise (MemoryError), so it never rejects what the
  * pure code accepts nor accepts what it rejects.
  *
- * Module state (the interned keys, decimal.Decimal) lives in static variables: single-phase
- * init, one interpreter, as in _bookside.c.
+ * bind(which, cls, names) lets trades() and decode_push() fill a Trade or a Push slot by
+ * slot instead of calling the class (attrs' frozen __init__ calls object.__setattr__ once per
+ * field: half of the C trade path); models.py and frames.py bind only classes whose
+ * __init__ stores its arguments and nothing else.
+ *
+ * Module state (the interned keys, decimal.Decimal, the bound layouts) lives in static
+ * variables: single-phase init, one interpreter, as in _bookside.c.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -34,27 +47,68 @@
 static PyObject *key_symbol, *key_price, *key_quantity, *key_side, *key_trade_id, *key_time;
 static PyObject *str_upper, *decimal_type;
 
-/* bind(cls, names): the class whose instances trades() fills slot by slot, and the byte
- * offsets of its slots in field order. */
+/* bind(which, cls, names): a class whose instances are filled slot by slot (see layout_new),
+ * and the byte offsets of its slots in the order of names. */
 #define TRADE_FIELDS 7
-static PyTypeObject *bound_cls;
-static Py_ssize_t bound_offsets[TRADE_FIELDS];
+#define PUSH_FIELDS 5
+typedef struct {
+    PyTypeObject *cls; /* NULL: not bound, call the class */
+    Py_ssize_t n;
+    Py_ssize_t offsets[TRADE_FIELDS];
+} Layout;
+static Layout trade_layout = {NULL, TRADE_FIELDS, {0}};
+static Layout push_layout = {NULL, PUSH_FIELDS, {0}};
+
+static PyObject *key_topic, *key_event, *key_data, *key_ts, *str_data, *str_user_prefix;
+
+/* A new instance of a bound class with values[i] in slot i (new references taken): what
+ * object.__new__ and an __init__ that only stores its arguments make, without one
+ * object.__setattr__ per field. The allocation is zeroed and GC-tracked. */
+static PyObject *
+layout_new(Layout *layout, PyObject *const *values)
+{
+    PyTypeObject *cls = layout->cls;
+    PyObject *obj = cls->tp_alloc(cls, 0);
+    Py_ssize_t i;
+    if (obj == NULL)
+        return NULL;
+    for (i = 0; i < layout->n; i++) {
+        Py_INCREF(values[i]);
+        *(PyObject **)((char *)obj + layout->offsets[i]) = values[i];
+    }
+    return obj;
+}
+
+/* An instance of cls from values: filled directly when cls is the layout's class, else
+ * cls(*values). */
+static PyObject *
+make(Layout *layout, PyObject *cls, PyObject *const *values)
+{
+    if (cls == (PyObject *)layout->cls)
+        return layout_new(layout, values);
+    return PyObject_Vectorcall(cls, values, (size_t)layout->n, NULL);
+}
 
 /* -- opens ------------------------------------------------------------------------------ */
+
+/* How many b'{' and b'[' the exact bytes hold. */
+static Py_ssize_t
+count_opens(PyObject *data)
+{
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t i, n = PyBytes_GET_SIZE(data), count = 0;
+    for (i = 0; i < n; i++)
+        count += (p[i] == '{') | (p[i] == '[');
+    return count;
+}
 
 static PyObject *
 opens(PyObject *module, PyObject *data)
 {
-    const unsigned char *p;
-    Py_ssize_t i, n, count = 0;
     (void)module;
     if (!PyBytes_CheckExact(data))
         return PyLong_FromLong(-1);
-    p = (const unsigned char *)PyBytes_AS_STRING(data);
-    n = PyBytes_GET_SIZE(data);
-    for (i = 0; i < n; i++)
-        count += (p[i] == '{') | (p[i] == '[');
-    return PyLong_FromSsize_t(count);
+    return PyLong_FromSsize_t(count_opens(data));
 }
 
 /* -- trades ----------------------------------------------------------------------------- */
@@ -76,13 +130,7 @@ is_upper_ascii(PyObject *s)
 {
     const Py_UCS1 *p;
     Py_ssize_t i, n;
-#if PY_VERSION_HEX < 0x030C0000
-    if (PyUnicode_READY(s) < 0) {
-        PyErr_Clear();
-        return 0;
-    }
-#endif
-    if (!PyUnicode_IS_ASCII(s))
+    if (!is_ascii_str(s))
         return 0;
     p = PyUnicode_1BYTE_DATA(s);
     n = PyUnicode_GET_LENGTH(s);
@@ -147,54 +195,53 @@ one_trade(PyObject *cls, PyObject *d)
     argv[4] = trade_id;
     argv[5] = time;
     argv[6] = d;
-    if (cls == (PyObject *)bound_cls) {
-        /* what object.__new__ and attrs' __init__ do, without seven object.__setattr__
-         * calls: allocate (zeroed, GC-tracked), then store each slot */
-        int i;
-        result = bound_cls->tp_alloc(bound_cls, 0);
-        if (result != NULL) {
-            for (i = 0; i < TRADE_FIELDS; i++) {
-                if (i < 1 || i > 3) /* 1-3 are new references: handed over */
-                    Py_INCREF(argv[i]);
-                *(PyObject **)((char *)result + bound_offsets[i]) = argv[i];
-            }
-            return result;
-        }
-    }
-    else
-        result = PyObject_Vectorcall(cls, argv, TRADE_FIELDS, NULL);
+    result = make(&trade_layout, cls, argv);
     Py_DECREF(argv[1]);
     Py_DECREF(argv[2]);
     Py_DECREF(argv[3]);
     return result;
 }
 
-/* bind(cls, names): trades() may fill instances of cls directly when each of names is a
- * plain object slot of cls (a member descriptor in its own __dict__), cls's instances have
- * no __dict__ and it is made by object.__new__. models.py checks the attrs side (no
- * validators, converters or hooks); this checks the layout. TypeError, and nothing bound,
- * otherwise. */
+/* bind(which, cls, names): trades() ("trade") or decode_push() ("push") may fill instances
+ * of cls directly when each of names is a plain object slot of cls (a member descriptor in
+ * its own __dict__), cls's instances have no __dict__ and it is made by object.__new__. The
+ * caller checks the other side (no validators, converters or hooks: the __init__ only
+ * stores its arguments, in the order of names); this checks the layout. TypeError, and
+ * nothing bound, otherwise. */
 static PyObject *
 bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     PyTypeObject *cls;
     PyObject *names, *dict;
+    Layout *layout;
     Py_ssize_t offsets[TRADE_FIELDS], i;
     (void)module;
-    if (nargs != 2 || !PyType_Check(args[0]) || !PyTuple_CheckExact(args[1]) ||
-        PyTuple_GET_SIZE(args[1]) != TRADE_FIELDS) {
-        PyErr_SetString(PyExc_TypeError, "bind(cls, names): a class and 7 slot names");
+    if (nargs != 3 || !PyUnicode_Check(args[0]) || !PyType_Check(args[1]) ||
+        !PyTuple_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "bind(which, cls, names): a kind, a class, slot names");
         return NULL;
     }
-    cls = (PyTypeObject *)args[0];
-    names = args[1];
+    if (PyUnicode_CompareWithASCIIString(args[0], "trade") == 0)
+        layout = &trade_layout;
+    else if (PyUnicode_CompareWithASCIIString(args[0], "push") == 0)
+        layout = &push_layout;
+    else {
+        PyErr_SetString(PyExc_TypeError, "bind: which is 'trade' or 'push'");
+        return NULL;
+    }
+    cls = (PyTypeObject *)args[1];
+    names = args[2];
+    if (PyTuple_GET_SIZE(names) != layout->n) {
+        PyErr_Format(PyExc_TypeError, "bind: %zd slot names expected", layout->n);
+        return NULL;
+    }
     dict = cls->tp_dict;
     if (cls->tp_dictoffset != 0 || dict == NULL || cls->tp_new != PyBaseObject_Type.tp_new ||
         cls->tp_alloc != PyType_GenericAlloc) {
         PyErr_SetString(PyExc_TypeError, "bind: not a plain slotted class");
         return NULL;
     }
-    for (i = 0; i < TRADE_FIELDS; i++) {
+    for (i = 0; i < layout->n; i++) {
         PyObject *descr = PyDict_GetItemWithError(dict, PyTuple_GET_ITEM(names, i));
         PyMemberDef *member;
         if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
@@ -209,9 +256,9 @@ bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         offsets[i] = member->offset;
     }
-    memcpy(bound_offsets, offsets, sizeof(offsets));
+    memcpy(layout->offsets, offsets, sizeof(offsets[0]) * (size_t)layout->n);
     Py_INCREF(cls);
-    Py_XSETREF(bound_cls, cls);
+    Py_XSETREF(layout->cls, cls);
     Py_RETURN_NONE;
 }
 
@@ -267,9 +314,99 @@ trades(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* -- decode_push ------------------------------------------------------------------------ */
+
+/* (obj,): parsed, for the pure code's classification; steals obj. */
+static PyObject *
+parsed(PyObject *obj)
+{
+    PyObject *one = PyTuple_Pack(1, obj);
+    Py_DECREF(obj);
+    return one;
+}
+
+static PyObject *
+decode_push(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *text, *loads, *obj, *topic, *event, *data, *ts, *values[PUSH_FIELDS];
+    Py_ssize_t max_bytes, max_depth;
+    int user;
+    (void)module;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "decode_push(text, loads, max_bytes, max_depth, cls): 5 arguments");
+        return NULL;
+    }
+    text = args[0];
+    loads = args[1];
+    max_bytes = PyLong_AsSsize_t(args[2]);
+    max_depth = PyLong_AsSsize_t(args[3]);
+    if ((max_bytes == -1 || max_depth == -1) && PyErr_Occurred())
+        return NULL;
+    if (!PyBytes_CheckExact(text))
+        Py_RETURN_NONE;
+    if (PyBytes_GET_SIZE(text) > max_bytes)
+        Py_RETURN_NONE;
+    if (count_opens(text) > max_depth) /* maybe too deep: the pure code walks the object */
+        Py_RETURN_NONE;
+    obj = PyObject_CallOneArg(loads, text);
+    if (obj == NULL) {
+        /* not JSON (or a decoder bug): the pure code parses it again and says what it is */
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (!PyDict_CheckExact(obj))
+        return parsed(obj);
+    /* the common case of decode(): {"event": "data", "topic": not "user.*", "data": not
+     * null, "ts": an int or absent/null}; anything else is the pure code's to classify */
+    event = PyDict_GetItemWithError(obj, key_event);
+    topic = event == NULL ? NULL : PyDict_GetItemWithError(obj, key_topic);
+    data = topic == NULL ? NULL : PyDict_GetItemWithError(obj, key_data);
+    if (data == NULL) {
+        PyErr_Clear();
+        return parsed(obj);
+    }
+    if (!PyUnicode_CheckExact(event) || PyUnicode_Compare(event, str_data) != 0 ||
+        !PyUnicode_CheckExact(topic) || data == Py_None) {
+        PyErr_Clear();
+        return parsed(obj);
+    }
+    user = (int)PyUnicode_Tailmatch(topic, str_user_prefix, 0, PY_SSIZE_T_MAX, -1);
+    if (user != 0) {
+        PyErr_Clear();
+        return parsed(obj);
+    }
+    ts = PyDict_GetItemWithError(obj, key_ts);
+    if (ts == NULL) {
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return parsed(obj);
+        }
+        ts = Py_None;
+    }
+    else if (ts != Py_None && !PyLong_CheckExact(ts))
+        return parsed(obj);
+    values[0] = topic;
+    values[1] = ts;
+    values[2] = data;
+    values[3] = Py_False;
+    values[4] = obj;
+    {
+        PyObject *push = make(&push_layout, args[4], values);
+        Py_DECREF(obj);
+        return push;
+    }
+}
+
 static PyMethodDef methods[] = {
+    {"decode_push", (PyCFunction)(void (*)(void))decode_push, METH_FASTCALL,
+     "decode_push(text, loads, max_bytes, max_depth, cls) -> a cls (Push), (obj,) or None: "
+     "see frames.decode."},
     {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL,
-     "bind(cls, names): let trades() fill cls's slots (names, in field order) directly."},
+     "bind(which, cls, names): let trades() ('trade') or decode_push() ('push') fill cls's "
+     "slots (names, in the order of the values) directly."},
     {"opens", (PyCFunction)opens, METH_O,
      "opens(data) -> how many b'{' and b'[' the bytes hold (-1: not exact bytes)."},
     {"trades", (PyCFunction)(void (*)(void))trades, METH_FASTCALL,
@@ -296,7 +433,10 @@ PyInit__wirefast(void)
     if (!(key_symbol = intern("symbol")) || !(key_price = intern("price")) ||
         !(key_quantity = intern("quantity")) || !(key_side = intern("side")) ||
         !(key_trade_id = intern("tradeId")) || !(key_time = intern("time")) ||
-        !(str_upper = intern("upper")))
+        !(str_upper = intern("upper")) || !(key_topic = intern("topic")) ||
+        !(key_event = intern("event")) || !(key_data = intern("data")) ||
+        !(key_ts = intern("ts")) || !(str_data = intern("data")) ||
+        !(str_user_prefix = intern("user.")))
         return NULL;
     decimal = PyImport_ImportModule("decimal");
     if (decimal == NULL)

@@ -67,9 +67,15 @@ MALFORMED_TEXT_CHARS = 200
 _loads = _json.loads
 
 _wirefast = load_extension("_wirefast")
-# The nesting pre-count in one C pass (two bytes.count calls cost ~4,000 instructions on a
-# 200-byte trade frame); None: counted in Python. Tests swap it to exercise both.
+# decode's common case in C (see _wirefast.c): a public push, or the parsed object for the
+# classification below, or None and decode runs in Python from the start. The nesting
+# pre-count in one C pass for the rest (two bytes.count calls cost ~4,000 instructions on a
+# 200-byte frame). None: Python. Tests swap them to exercise both.
+_c_decode = None if _wirefast is None else _wirefast.decode_push
 _opens = None if _wirefast is None else _wirefast.opens
+if _wirefast is not None:
+    # Push.__init__ only stores its arguments: C fills the slots (in the __init__'s order)
+    _wirefast.bind("push", Push, ("topic", "ts", "data", "snapshot", "raw"))
 
 
 class RequestIds:
@@ -171,6 +177,12 @@ def decode(
 ) -> Event:
     """Decode one inbound frame (``str`` or UTF-8 ``bytes``) into an event. Never raises."""
     try:
+        if _c_decode is not None and type(text) is bytes:
+            got = _c_decode(text, _loads, max_bytes, max_depth, Push)
+            if got is not None:
+                if got.__class__ is Push:
+                    return got
+                return _event(got[0], text)
         if type(text) is str:
             size = len(text)
             if size * 4 > max_bytes and (
@@ -194,23 +206,28 @@ def decode(
             return _unparsable(text, exc)
         if opens > max_depth and _too_deep(obj, max_depth):
             return Malformed(f"JSON nested deeper than {max_depth} levels", _clip(text))
-        if type(obj) is not dict:
-            if obj == "pong":  # [assumed] a JSON string "pong"
-                return Pong(None, {})
-            return Malformed(f"frame is a JSON {type(obj).__name__}, not an object", _clip(text))
-        # The common case first: a public push.
-        topic = obj.get("topic")
-        if obj.get("event") == "data" and type(topic) is str and not topic.startswith("user."):
-            data = obj.get("data")
-            if data is None:
-                return Malformed("push without data", _clip(text))
-            ts = obj.get("ts")
-            if type(ts) is not int:
-                ts = _opt_int(ts)
-            return Push(topic, ts, data, False, obj)
-        return _classify(obj, topic, text)
+        return _event(obj, text)
     except Exception as exc:  # a bug here must not take the reader down
         return Malformed(f"decoder error: {type(exc).__name__}: {exc}", _safe_clip(text))
+
+
+def _event(obj: Any, text: Union[str, bytes]) -> Event:
+    """The event of a parsed frame (within the size and depth limits)."""
+    if type(obj) is not dict:
+        if obj == "pong":  # [assumed] a JSON string "pong"
+            return Pong(None, {})
+        return Malformed(f"frame is a JSON {type(obj).__name__}, not an object", _clip(text))
+    # The common case first: a public push (decode_push in _wirefast.c does the same in C).
+    topic = obj.get("topic")
+    if obj.get("event") == "data" and type(topic) is str and not topic.startswith("user."):
+        data = obj.get("data")
+        if data is None:
+            return Malformed("push without data", _clip(text))
+        ts = obj.get("ts")
+        if type(ts) is not int:
+            ts = _opt_int(ts)
+        return Push(topic, ts, data, False, obj)
+    return _classify(obj, topic, text)
 
 
 def _unparsable(text: Union[str, bytes], exc: BaseException) -> Event:

@@ -511,7 +511,7 @@ def _plain_attrs(cls: type) -> bool:
 if _wirefast is not None and _plain_attrs(Trade):
     # Trades are then built slot by slot in C (seven object.__setattr__ calls of attrs'
     # frozen __init__ cost half the C path). bind() refuses a layout it cannot fill.
-    _wirefast.bind(Trade, tuple(f.name for f in attrs.fields(Trade)))
+    _wirefast.bind("trade", Trade, tuple(f.name for f in attrs.fields(Trade)))
 
 
 def _topic_parts(topic: str) -> List[str]:
