@@ -5,7 +5,8 @@ Run: ``python bench/profile_frame.py [--kind book|depth|trade] [--n 20000] [--js
 with the reader thread under ``cProfile``, and prints the functions by total and self time
 (µs per frame). The stream is fixed (deterministic), so two trees compare on the same work;
 cProfile inflates small calls, so read the shares, not the absolute figures.
-``SIXMM_BENCH_TREE=DIR`` runs another checkout's ``sixmm`` under these scripts.
+``SIXMM_BENCH_TREE=DIR`` runs another checkout's ``sixmm`` under these scripts;
+``--record FILE`` records the session (``StreamManager(record=FILE)``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--no-profile", action="store_true", help="CPU µs per frame only")
     parser.add_argument("--no-gc", action="store_true", help="gc.disable() (to see its share)")
+    parser.add_argument("--record", default="", help="record the session to this file")
     args = parser.parse_args(argv)
     if args.no_gc:
         import gc
@@ -91,7 +93,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     with SenderProcess() as sender:
         url = url_for(sender.port, kind=args.kind, n=args.n)
-        with sixmm.StreamManager(url, dispatcher=sixmm.InlineDispatcher()) as streams:
+        record = {"record": args.record} if args.record else {}
+        with sixmm.StreamManager(url, dispatcher=sixmm.InlineDispatcher(), **record) as streams:
             if args.kind == "trade":
                 streams.trades(SYMBOL, cb)
             else:

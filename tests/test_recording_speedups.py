@@ -257,3 +257,52 @@ def test_feed_recv_feeds_frames_and_stops_before_what_it_leaves_to_python() -> N
 
     with pytest.raises(KeyError):
         _recfast.feed_recv(block, 0, {"a": (a, broken)}, clock, ConnectionClosed, ProtocolError)
+
+
+def test_received_is_the_recorders_tap_in_one_call(tmp_path: Path) -> None:
+    import gc
+    import weakref
+
+    rec = recording.Recorder(str(tmp_path / "x.jsonl"))
+    ticks = iter([5.0, 6.0, 7.0, 8.0])
+    declined: List[Any] = []
+    by_append, by_received = _lines(rec), _lines(rec)
+    with pytest.raises(RuntimeError, match="before bind_tap"):
+        by_received.received("public-0", b"{}")
+    by_received.bind_tap(lambda: next(ticks), redact, lambda *a: declined.append(a))
+    frames = [b'{"a":"x\\"y"}', b'{"listenKey":"abc"}', "\u00e9".encode(), b"\xff"]
+    for m, frame in zip([5.0, 6.0, 7.0, 8.0], frames):
+        assert by_received.received("public-0", frame) is None
+        if not by_append.append(frame, "public-0", m, redact._secrets):
+            declined.append(("want", "public-0", frame, by_append.total))
+    # the same lines, and the declined frames handed over with the same offsets
+    assert by_received.take()[:2] == by_append.take()[:2]
+    got = [d for d in declined if d[0] != "want"]
+    want = [d[1:] for d in declined if d[0] == "want"]
+    assert got == want and len(got) == 2
+    # after close(): nothing, and nothing of the recorder is held any more
+    by_received.close()
+    assert by_received.received("public-0", b"{}") is None
+    assert by_received.take()[2] == 0
+
+    rec.start()
+    assert rec.received == rec._lines.received  # the C method is the tap
+    rec.received("public-0", b'{"topic":"t","token":"s3cr3t"}')  # declined: the queue
+    rec.received("public-0", b'{"topic":"t"}')
+    rec.stop()
+    text = (tmp_path / "x.jsonl").read_text()
+    assert '"topic\\":\\"t\\"}"' in text and "token" in text
+    ref = weakref.ref(rec)
+    del rec
+    gc.collect()
+    assert ref() is None  # close() broke the recorder -> Lines -> recorder cycle
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.floats(-1e6, 1e6), st.integers(-(10**6), 10**6).map(float)))
+def test_times_are_written_as_the_pure_path_writes_them(tmp_path_factory: Any, dt: float) -> None:
+    # every digit count of both numbers, and a time before the recording began (negative us)
+    rec = recording.Recorder(str(tmp_path_factory.mktemp("r") / "x.jsonl"))
+    lines = _lines(rec)
+    for m in (rec._mono0 + dt, rec._mono0 + dt / 1e6, rec._mono0 - abs(dt) / 1e3):
+        _check(rec, lines, b'{"a":1}', "public-0", m)

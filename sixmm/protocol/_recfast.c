@@ -82,7 +82,7 @@ typedef struct {
 static int word_at(const unsigned char *s, Py_ssize_t n, Py_ssize_t j, const words_t *W) {
     for (Py_ssize_t w = 0; w < W->nw; w++) {
         Py_ssize_t k = 0, l = W->wl[w];
-        if (j + l > n) continue;
+        if (j + l > n || lower(s[j]) != W->wp[w][0]) continue;
         while (k < l && lower(s[j + k]) == W->wp[w][k]) k++;
         if (k == l) return 1;
     }
@@ -90,14 +90,31 @@ static int word_at(const unsigned char *s, Py_ssize_t n, Py_ssize_t j, const wor
 }
 
 /* Writes v in decimal at out; returns the number of bytes. */
+static const char DIGIT_PAIRS[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 static size_t put_ll(char *out, long long v) {
     char tmp[24];
-    size_t k = 0, o = 0;
+    size_t k = sizeof tmp, o = 0, n;
     unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
     if (v < 0) out[o++] = '-';
-    do { tmp[k++] = (char)('0' + u % 10); u /= 10; } while (u);
-    while (k) out[o++] = tmp[--k];
-    return o;
+    while (u >= 100) {  /* two digits per division: a time stamp has thirteen */
+        unsigned d = (unsigned)(u % 100) * 2;
+        u /= 100;
+        tmp[--k] = DIGIT_PAIRS[d + 1];
+        tmp[--k] = DIGIT_PAIRS[d];
+    }
+    if (u >= 10) {
+        tmp[--k] = DIGIT_PAIRS[u * 2 + 1];
+        tmp[--k] = DIGIT_PAIRS[u * 2];
+    } else {
+        tmp[--k] = (char)('0' + u);
+    }
+    n = sizeof tmp - k;
+    memcpy(out + o, tmp + k, n);
+    return o + n;
 }
 
 static const char HEX[] = "0123456789abcdef";
@@ -129,34 +146,38 @@ static unsigned ctz32(unsigned x) {
 /* Sixteen positions at a time: a candidate is a position whose byte and the next one match a
  * word's first two letters in either case (| 0x20 folds ASCII case; other bytes it maps onto a
  * letter only give false candidates, which word_at rejects). */
-static unsigned pair_mask(const unsigned char *p, const words_t *W) {
+static unsigned pair_mask(const unsigned char *p, const words_t *W, const __m128i *firsts,
+                          const __m128i *seconds) {
     const __m128i fold = _mm_set1_epi8(0x20);
     __m128i a = _mm_or_si128(_mm_loadu_si128((const __m128i *)p), fold);
     __m128i b = _mm_or_si128(_mm_loadu_si128((const __m128i *)(p + 1)), fold);
     __m128i m = _mm_setzero_si128();
-    for (Py_ssize_t w = 0; w < W->nw; w++) {
-        __m128i f = _mm_cmpeq_epi8(a, _mm_set1_epi8((char)W->wp[w][0]));
-        __m128i g = _mm_cmpeq_epi8(b, _mm_set1_epi8((char)W->wp[w][1]));
-        m = _mm_or_si128(m, _mm_and_si128(f, g));
-    }
+    for (Py_ssize_t w = 0; w < W->nw; w++)
+        m = _mm_or_si128(m, _mm_and_si128(_mm_cmpeq_epi8(a, firsts[w]),
+                                          _mm_cmpeq_epi8(b, seconds[w])));
     return (unsigned)_mm_movemask_epi8(m);
 }
 
 static int has_word(const unsigned char *s, Py_ssize_t len, const words_t *W) {
+    __m128i firsts[16], seconds[16];  /* each word's first two letters, in every lane */
     if (len < 17) {  /* too short for a window: position by position */
         for (Py_ssize_t j = 0; j < len; j++)
             if (word_at(s, len, j, W)) return 1;
         return 0;
+    }
+    for (Py_ssize_t w = 0; w < W->nw; w++) {
+        firsts[w] = _mm_set1_epi8((char)W->wp[w][0]);
+        seconds[w] = _mm_set1_epi8((char)W->wp[w][1]);
     }
     Py_ssize_t j = 0;
     for (;; j += 16) {
         unsigned mask;
         Py_ssize_t at = j;
         if (j + 17 <= len) {
-            mask = pair_mask(s + j, W);
+            mask = pair_mask(s + j, W, firsts, seconds);
         } else {  /* the last window ends at the end: drop the positions already seen */
             at = len - 17;
-            mask = pair_mask(s + at, W) & ~((1u << (j - at)) - 1u);
+            mask = pair_mask(s + at, W, firsts, seconds) & ~((1u << (j - at)) - 1u);
         }
         while (mask) {
             if (word_at(s, len, at + (Py_ssize_t)ctz32(mask), W)) return 1;
@@ -252,6 +273,9 @@ typedef struct {
     PyObject *words;             /* the tuple of bytes W points into */
     PyObject *secrets_seen;      /* the tuple of str last passed */
     PyObject *secret_bytes;      /* ... and its values as UTF-8 bytes */
+    PyObject *clock;             /* bind_tap: time.monotonic */
+    PyObject *secrets_from;      /* ... the dict of the module whose _secrets is the tuple */
+    PyObject *declined;          /* ... declined(conn, payload, offset): the general path */
 } Lines;
 
 static int Lines_init(Lines *self, PyObject *args, PyObject *kw) {
@@ -301,7 +325,14 @@ static int Lines_init(Lines *self, PyObject *args, PyObject *kw) {
     return 0;
 }
 
+static void Lines_unbind(Lines *self) {
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->secrets_from);
+    Py_CLEAR(self->declined);
+}
+
 static void Lines_dealloc(Lines *self) {
+    Lines_unbind(self);
     PyMem_RawFree(self->buf);
     Py_XDECREF(self->words);
     Py_XDECREF(self->secrets_seen);
@@ -345,13 +376,34 @@ static Py_ssize_t escape(const unsigned char *s, Py_ssize_t len, char *out) {
     Py_ssize_t pos = 0, j = 0;
     while (j + 16 <= len) {
         __m128i x = _mm_loadu_si128((const __m128i *)(s + j));
-        __m128i special = _mm_or_si128(
-            _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
-            _mm_cmpeq_epi8(_mm_min_epu8(x, c1f), x));  /* x <= 0x1F */
-        unsigned mask = (unsigned)_mm_movemask_epi8(special) | (unsigned)_mm_movemask_epi8(x);
+        __m128i quoted = _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash));
+        unsigned qmask = (unsigned)_mm_movemask_epi8(quoted);
+        unsigned other = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(x, c1f), x)) |
+                         (unsigned)_mm_movemask_epi8(x); /* x <= 0x1F, x >= 0x80 */
+        unsigned mask = qmask | other;
         _mm_storeu_si128((__m128i *)(out + pos), x);
         if (mask == 0) {
             pos += 16;
+            j += 16;
+            continue;
+        }
+        if (other == 0 && j + 32 <= len) {
+            /* only quotes and backslashes (JSON's every few bytes): escape each in place,
+             * re-storing the rest of the block one byte further on after each (the load
+             * stays inside s: j + 32 <= len) */
+            unsigned src = 0;
+            while (qmask) {
+                unsigned b = ctz32(qmask);
+                qmask &= qmask - 1;
+                pos += b - src; /* the bytes before it are in place */
+                out[pos] = '\\';
+                out[pos + 1] = (char)s[j + b];
+                pos += 2;
+                src = b + 1;
+                _mm_storeu_si128((__m128i *)(out + pos),
+                                 _mm_loadu_si128((const __m128i *)(s + j + src)));
+            }
+            pos += 16 - src;
             j += 16;
             continue;
         }
@@ -457,6 +509,70 @@ static PyObject *Lines_take(Lines *self, PyObject *unused) {
 
 static PyObject *Lines_close(Lines *self, PyObject *unused) {
     self->closed = 1;
+    Lines_unbind(self);  /* declined is the recorder's method: no cycle outlives the close */
+    Py_RETURN_NONE;
+}
+
+/* bind_tap(clock, secrets_from, declined): what received() needs. */
+static PyObject *Lines_bind_tap(Lines *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyCallable_Check(args[0]) || !PyModule_Check(args[1]) ||
+        !PyCallable_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "bind_tap(clock, secrets_from: module, declined)");
+        return NULL;
+    }
+    PyObject *dict = PyModule_GetDict(args[1]);  /* borrowed */
+    if (dict == NULL) return NULL;
+    Py_INCREF(args[0]);
+    Py_XSETREF(self->clock, args[0]);
+    Py_INCREF(dict);
+    Py_XSETREF(self->secrets_from, dict);
+    Py_INCREF(args[2]);
+    Py_XSETREF(self->declined, args[2]);
+    Py_RETURN_NONE;
+}
+
+static PyObject *s_secrets;
+
+/* received(conn, payload): the recorder's Tap.received in one call. What Recorder.received
+ * does in Python: append(payload, conn, clock(), secrets_from._secrets), and on a decline
+ * declined(conn, payload, total). After close(): nothing. */
+static PyObject *Lines_received(Lines *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "received(conn, payload)");
+        return NULL;
+    }
+    if (self->closed) Py_RETURN_NONE;
+    if (self->declined == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "received() before bind_tap()");
+        return NULL;
+    }
+    PyObject *mono = PyObject_CallNoArgs(self->clock);
+    if (mono == NULL) return NULL;
+    /* the module's dict (bind_tap): one lookup instead of a module getattr */
+    PyObject *secrets = PyDict_GetItemWithError(self->secrets_from, s_secrets);
+    if (secrets == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "_secrets");
+        Py_DECREF(mono);
+        return NULL;
+    }
+    Py_INCREF(secrets);
+    PyObject *argv[4] = {args[1], args[0], mono, secrets};
+    PyObject *done = Lines_append(self, argv, 4);
+    Py_DECREF(mono);
+    Py_DECREF(secrets);
+    if (done == NULL) return NULL;
+    int appended = done == Py_True;
+    Py_DECREF(done);
+    if (appended) Py_RETURN_NONE;
+    PyObject *offset = PyLong_FromUnsignedLongLong(self->total);
+    if (offset == NULL) return NULL;
+    PyObject *declined = self->declined;
+    Py_INCREF(declined);  /* it may close() us */
+    PyObject *r = PyObject_CallFunctionObjArgs(declined, args[0], args[1], offset, NULL);
+    Py_DECREF(declined);
+    Py_DECREF(offset);
+    if (r == NULL) return NULL;
+    Py_DECREF(r);
     Py_RETURN_NONE;
 }
 
@@ -470,6 +586,10 @@ static PyMemberDef Lines_members[] = {
 static PyMethodDef Lines_methods[] = {
     {"append", (PyCFunction)(void (*)(void))Lines_append, METH_FASTCALL,
      "append(payload, conn, mono, secrets) -> bool"},
+    {"bind_tap", (PyCFunction)(void (*)(void))Lines_bind_tap, METH_FASTCALL,
+     "bind_tap(clock, secrets_from, declined): what received() uses"},
+    {"received", (PyCFunction)(void (*)(void))Lines_received, METH_FASTCALL,
+     "received(conn, payload): append, or declined(conn, payload, offset)"},
     {"take", (PyCFunction)Lines_take, METH_NOARGS, "take() -> (data, end, lines)"},
     {"close", (PyCFunction)Lines_close, METH_NOARGS, "discard every later append"},
     {NULL, NULL, 0, NULL},
@@ -779,7 +899,7 @@ PyMODINIT_FUNC PyInit__recfast(void) {
     struct { PyObject **slot; const char *name; } names[] = {
         {&s_open_now, "_open_now"}, {&s_failed, "_failed"}, {&s_messages, "messages"},
         {&s_bytes_closed, "_bytes_closed"}, {&s_report, "_report"}, {&s_mono, "_mono"},
-        {&s_t_ms, "_t_ms"},
+        {&s_t_ms, "_t_ms"}, {&s_secrets, "_secrets"},
     };
     for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
         *names[k].slot = PyUnicode_InternFromString(names[k].name);
