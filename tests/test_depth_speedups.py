@@ -361,6 +361,36 @@ def test_no_references_leak() -> None:
         assert levels([entry, [bad, qty]], frozenset()) is None
         assert levels([entry, [price]], known) is None
         assert levels([[price, qty]], Raising()) is None
+        parse = depth_module._depthfast.parse  # type: ignore[union-attr]
+        got = parse(
+            {"symbol": price, "endVersion": 7, "bids": raw, "asks": [entry]},
+            False,
+            known,
+            known,
+            depth_module.DepthMsg,
+        )
+        assert got is not None and got.bids == [(price, qty), (price, "0")]
+        del got
+        assert (
+            parse(
+                {"endVersion": 7, "bids": raw, "asks": [[bad, qty]]},
+                False,
+                known,
+                known,
+                depth_module.DepthMsg,
+            )
+            is None
+        )
+        assert (
+            parse(
+                {"endVersion": 7, "startVersion": 9, "bids": raw},
+                False,
+                known,
+                known,
+                depth_module.DepthMsg,
+            )
+            is None
+        )
     assert counts() == before
 
 
@@ -443,3 +473,87 @@ def test_the_raw_level_lists_leave_the_cyclic_gc_and_nothing_else_does() -> None
     assert c_levels()(odd, frozenset()) is None  # the pure code's case, tracking untouched
     assert all(gc.is_tracked(level) for level in odd)
     assert all(gc.is_tracked(level) for level in copy)  # the pure code never untracks
+
+
+# -- parse: parse_depth's envelope in C ----------------------------------------------------------
+
+versions = st.one_of(
+    st.none(),
+    st.integers(-3, 12),
+    st.sampled_from([2**63 - 1, 2**63, -(2**63), 10**30]),
+    st.sampled_from(["5", "x", "", 5.0, True, False, [], {}]),
+)
+
+
+@st.composite
+def depth_payload(draw: st.DrawFn) -> Any:
+    pairs = st.lists(st.tuples(numeral, numeral).map(list), max_size=4)
+    data: Dict[str, Any] = {}
+    for key, values in [
+        ("symbol", st.one_of(st.none(), st.sampled_from(["X", "", "BTCUSDT"]), value)),
+        ("type", st.one_of(st.none(), st.sampled_from(["update", "snapshot", "Update", "x"]))),
+        ("startVersion", versions),
+        ("endVersion", versions),
+        ("prevEndVersion", versions),
+        ("lastEndVersion", versions),
+        ("bids", st.one_of(st.none(), pairs, near_valid(), value)),
+        ("asks", st.one_of(st.none(), pairs, near_valid(), value)),
+    ]:
+        if draw(st.integers(0, 3)):  # present three times in four
+            data[key] = draw(values)
+    return data if draw(st.integers(0, 9)) else draw(st.one_of(value, json_like))
+
+
+def parse_outcome(data: Any, hint: bool, known: Any) -> Tuple[Any, ...]:
+    try:
+        msg = parse_depth(data, hint, known)
+    except ProtocolError as exc:
+        return ("raised", str(exc))
+    fields = tuple((name, type(getattr(msg, name)), getattr(msg, name)) for name in msg.__slots__)
+    return ("ok", type(msg), fields)
+
+
+@needs_c
+@settings(max_examples=600, deadline=None)
+@given(data=depth_payload(), hint=st.booleans(), known=st.one_of(st.none(), known_sets))
+def test_c_and_pure_parse_depth_agree(data: Any, hint: bool, known: Any) -> None:
+    pair = None if known is None else (known, known)
+    fast = parse_outcome(data, hint, pair)
+    saved = depth_module._c_levels
+    depth_module._c_levels = None  # and with it the C parse
+    try:
+        pure = parse_outcome(data, hint, pair)
+    finally:
+        depth_module._c_levels = saved
+    assert fast == pure
+
+
+@needs_c
+def test_c_parse_takes_the_common_update_and_declines_the_rest() -> None:
+    from sixmm.protocol import _depthfast
+    from sixmm.protocol.depth import DepthMsg
+
+    c = _depthfast.parse
+    none = frozenset()
+    update = {"symbol": "X", "type": "update", "startVersion": 3, "endVersion": 4}
+    update["bids"] = [["1.5", "2"]]
+    msg = c(update, False, none, none, DepthMsg)
+    assert type(msg) is DepthMsg and msg == parse_depth(update)
+    assert (msg.kind, msg.start, msg.end, msg.prev, msg.asks) == ("update", 3, 4, None, [])
+    assert c(
+        {"endVersion": 1, "prevEndVersion": 0, "lastEndVersion": 0}, False, none, none, DepthMsg
+    )
+    for other in [
+        {**update, "type": "snapshot"},
+        {**update, "startVersion": 5},  # start > end: parse_depth raises
+        {**update, "startVersion": "3"},  # a string version: parse_depth converts it
+        {"endVersion": 4, "prevEndVersion": 4},
+        {"endVersion": 4, "prevEndVersion": 1, "lastEndVersion": 2},
+        {**update, "bids": [["1.5", "-2"]]},
+        {**update, "asks": (("1", "1"),)},
+        {k: v for k, v in update.items() if k != "endVersion"},
+        {**update, "symbol": 5},
+    ]:
+        assert c(other, False, none, none, DepthMsg) is None, other
+    assert c(update, True, none, none, DepthMsg) is None  # the envelope said snapshot
+    assert c([update], False, none, none, DepthMsg) is None

@@ -78,6 +78,11 @@ _c_levels: Optional[_CLevels] = None if _depthfast is None else _depthfast.level
 SPEEDUPS: bool = _c_levels is not None
 """True when depth levels are validated by the C extension :mod:`sixmm.protocol._depthfast`."""
 
+# parse_depth's common case in C (the envelope's fields checked, the levels through the C
+# level check): the same DepthMsg, or None and the pure code runs. Only while _c_levels is
+# in use (switching that off switches both off).
+_c_parse: Optional[Callable[..., Any]] = None if _depthfast is None else _depthfast.parse
+
 
 class DepthMsg:
     """One depth message, validated. Cheap by design: a plain slotted class, built per frame.
@@ -139,6 +144,11 @@ def parse_depth(
     Raises :class:`ProtocolError` (naming the field) on any malformed payload, never another
     exception.
     """
+    if _c_parse is not None and _c_levels is not None:
+        pair = _NO_PRICES if known is None else known
+        fast = _c_parse(data, snapshot_hint, pair[0], pair[1], DepthMsg)
+        if fast is not None:
+            return fast  # type: ignore[no-any-return]
     if not isinstance(data, dict):
         raise ProtocolError(f"depth data must be an object, got {type(data).__name__}")
     symbol = data.get("symbol")
