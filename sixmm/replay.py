@@ -36,7 +36,7 @@ from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 import attrs
 
-from .connection import Connection
+from .connection import QUIET_GC_BYTES, Connection
 from .errors import ProtocolError
 from .manager import StreamManager
 from .private import UserSession
@@ -127,16 +127,16 @@ def _open_lines(path: str) -> Tuple[Dict[str, Any], Iterator[bytes], Dict[str, i
 _BLOCK = 1 << 18
 
 
-def _open_blocks(path: str) -> Tuple[Dict[str, Any], Iterator[List[bytes]], Dict[str, int]]:
-    """Like :func:`_open_lines`, but the complete lines come in blocks (lists, each line
-    without its ``\\n``), read in large chunks: the replay's hot path."""
+def _open_blocks(path: str) -> Tuple[Dict[str, Any], Iterator[bytes], Dict[str, int]]:
+    """Like :func:`_open_lines`, but the complete lines come in blocks (bytes, each line ending
+    in ``\\n``), read in large chunks: the replay's hot path."""
     f = open_text(path)
     header, start = _header_of(f, path)
     info = {"truncated": 0, "bad_lines": 0, "events": 0}
     return header, _blocks(f, path, start, info), info
 
 
-def _blocks(f: Any, path: str, start: int, info: Dict[str, int]) -> Iterator[List[bytes]]:
+def _blocks(f: Any, path: str, start: int, info: Dict[str, int]) -> Iterator[bytes]:
     try:
         consumed, rest = start, b""
         while True:
@@ -153,15 +153,14 @@ def _blocks(f: Any, path: str, start: int, info: Dict[str, int]) -> Iterator[Lis
             cut = data.rfind(b"\n") + 1
             rest = data[cut:]
             if cut:
-                block = data[: cut - 1].split(b"\n")
-                yield block
+                yield data if cut == len(data) else data[:cut]
         if rest:
             info["truncated"] = 1
     finally:
         f.close()
 
 
-def _tail(path: str, offset: int, info: Dict[str, int]) -> Iterator[List[bytes]]:
+def _tail(path: str, offset: int, info: Dict[str, int]) -> Iterator[bytes]:
     f = open_text(path)
     try:
         f.seek(offset)
@@ -177,9 +176,9 @@ def _tail(path: str, offset: int, info: Dict[str, int]) -> Iterator[List[bytes]]
             if not line.endswith(b"\n"):
                 info["truncated"] = 1
                 break
-            block.append(line[:-1])
+            block.append(line)
         if block:
-            yield block
+            yield b"".join(block)
     finally:
         f.close()
 
@@ -571,26 +570,37 @@ class _Driver:
         # as fast as it can: C feeds the received frames, the loop below every other line
         c_feed: Any = _recfast.feed_recv if _recfast is not None and speed is None else None
         c_fed = 0
+        quiet = QUIET_GC_BYTES
 
         def declined() -> Iterator[bytes]:
             """The lines of ``block`` that ``c_feed`` leaves (other events, acks); it feeds
             the rest with the current ``handlers``."""
             nonlocal c_fed
-            i, n = 0, len(block)
-            while i < n:
-                i, k = c_feed(block, i, handlers, m, ConnectionClosed, ProtocolError)
+            pos, n = 0, len(block)
+            while pos < n:
+                pos, k = c_feed(block, pos, handlers, m, ConnectionClosed, ProtocolError, quiet)
                 c_fed += k
-                if i < n:
-                    yield block[i]
-                    i += 1
+                if pos < n:
+                    end = block.index(b"\n", pos)
+                    yield block[pos:end]
+                    pos = end + 1
+
+        def handlers_of(conns: Dict[str, ReplayConnection]) -> Dict[str, Tuple[Any, ...]]:
+            # what _recfast.feed_recv calls for each connection's frames (the Python loop
+            # below uses the first two)
+            return {
+                name: (c, ses.on_message, ses.engine.receive, ses.engine, ses.apply)
+                for name, c in conns.items()
+                for ses in (c.session,)
+            }
 
         for block in blocks:
             if stop.is_set():
                 return
             conns = self._conns()  # registrations may add connections while replaying
-            handlers = {name: (c, c.session.on_message) for name, c in conns.items()}
+            handlers = handlers_of(conns)
             fed = c_fed = 0
-            for raw_line in block if c_feed is None else declined():
+            for raw_line in block[:-1].split(b"\n") if c_feed is None else declined():
                 ev: Optional[Dict[str, Any]] = None
                 parsed = c_parse(raw_line) if c_parse is not None else None
                 if parsed is not None:
@@ -622,13 +632,13 @@ class _Driver:
                 if ev is not None:
                     if name not in conns:  # a connection registered since the block began?
                         conns = self._conns()
-                        handlers = {n: (c, c.session.on_message) for n, c in conns.items()}
+                        handlers = handlers_of(conns)
                     self._event(ev, conns.get(name), name, recorded)
                     continue
                 handler = handlers.get(name)  # the hot path: a received text frame
                 if handler is None:
                     continue
-                conn, on_message = handler
+                conn, on_message = handler[0], handler[1]
                 if not conn._open_now or conn._failed is not None:
                     continue
                 if b'"topic"' not in payload and b'"id"' in payload:  # pushes: found early

@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixmm import recording
+from sixmm.errors import ProtocolError
 from sixmm.protocol import redact
+from sixmm.transport import ConnectionClosed
 
 pytestmark = pytest.mark.skipif(not recording.SPEEDUPS, reason="_recfast not built")
 
@@ -204,59 +206,92 @@ def _recv(conn: str, text: str, t: int = 5, us: int = 2_500_000) -> bytes:
     return body.replace(", ", ",").replace(": ", ":").encode() + b"\n"
 
 
-def test_feed_recv_feeds_frames_and_stops_before_what_it_leaves_to_python() -> None:
-    from sixmm.errors import ProtocolError
-    from sixmm.replay import _recfast
-    from sixmm.transport import ConnectionClosed
+class _Session:
+    """What feed_recv calls: the engine's receive for a small frame (then apply when the engine
+    has actions), on_message for a large one, as Connection._read_frames does."""
 
-    fed: List[Any] = []
-    a, closed, failed = _Conn(), _Conn(open_now=False), _Conn(failed=RuntimeError("x"))
+    def __init__(self, clock: _Clock, fed: List[Any]) -> None:
+        self.clock, self.fed, self.actions, self.applied = clock, fed, [], []  # type: ignore[var-annotated]
 
-    def on_message(conn: _Conn, payload: bytes) -> None:
-        fed.append((conn, payload, clock._mono, clock._t_ms))
+    def receive(self, payload: bytes, now: float) -> None:
+        assert now == self.clock._mono
+        self.fed.append(("receive", payload, now, self.clock._t_ms))
         if payload == b'{"topic":"boom"}':
             raise ProtocolError("bad frame")
         if payload == b'{"topic":"bye"}':
             raise ConnectionClosed("closed")
+        if b"act" in payload:
+            self.actions.append(payload)
 
+    def apply(self, conn: Any) -> None:
+        self.applied.append((conn, self.actions[:]))
+        self.actions.clear()
+
+    def on_message(self, conn: Any, payload: bytes) -> None:
+        self.fed.append(("on_message", len(payload), self.clock._mono, self.clock._t_ms))
+
+    def handler(self, conn: Any) -> Any:
+        return (conn, self.on_message, self.receive, self, self.apply)
+
+
+def test_feed_recv_feeds_frames_and_stops_before_what_it_leaves_to_python() -> None:
+    from sixmm.replay import _recfast
+
+    fed: List[Any] = []
+    a, closed, failed = _Conn(), _Conn(open_now=False), _Conn(failed=RuntimeError("x"))
     clock = _Clock()
+    ses = _Session(clock, fed)
     handlers = {
-        name: (c, on_message) for name, c in [("a", a), ("closed", closed), ("failed", failed)]
+        name: ses.handler(c) for name, c in [("a", a), ("closed", closed), ("failed", failed)]
     }
-    block = [
+    big = '{"topic":"x","pad":"' + "y" * 20_000 + '"}'
+    lines = [
         _recv("a", '{"topic":"x","n":1}', t=7, us=1_500_000),
         _recv("nobody", '{"topic":"x"}'),  # not registered: skipped, still counted
         _recv("closed", '{"topic":"x"}'),
         _recv("failed", '{"topic":"x"}'),
         _recv("a", '{"topic":"boom"}'),  # a protocol error is reported, not raised
         _recv("a", '{"topic":"bye"}'),  # a closed connection is not an error here
+        _recv("a", '{"topic":"act"}', t=8, us=1_750_000),  # the engine has actions: applied
+        _recv("a", big, t=9, us=2_000_000),  # a large frame: on_message (the collector paused)
         _recv("a", '{"id":"3","event":"subscribe"}'),  # an ack: left to Python
         _recv("a", '{"topic":"x","n":2}'),
         b'{"t":9,"us":1,"conn":"a","ev":"close","reason":"x"}\n',  # an event: Python's
         _recv("a", '{"topic":"x","n":3}', t=11, us=4_000_000),
     ]
-    args = (handlers, clock, ConnectionClosed, ProtocolError)
-    assert _recfast.feed_recv(block, 0, *args) == (6, 6)
-    assert [p for _c, p, _m, _t in fed] == [
-        b'{"topic":"x","n":1}',
-        b'{"topic":"boom"}',
-        b'{"topic":"bye"}',
+    block = b"".join(lines)
+    at = [sum(len(x) for x in lines[:k]) for k in range(len(lines) + 1)]
+    args = (handlers, clock, ConnectionClosed, ProtocolError, 16384)
+    assert _recfast.feed_recv(block, 0, *args) == (at[8], 8)
+    assert fed == [
+        ("receive", b'{"topic":"x","n":1}', 1.5, 7),
+        ("receive", b'{"topic":"boom"}', 2.5, 5),
+        ("receive", b'{"topic":"bye"}', 2.5, 5),
+        ("receive", b'{"topic":"act"}', 1.75, 8),
+        ("on_message", len(big), 2.0, 9),
     ]
-    assert fed[0][2:] == (1.5, 7)
-    sizes = len(b'{"topic":"x","n":1}') + len(b'{"topic":"boom"}') + len(b'{"topic":"bye"}')
-    assert (a.messages, a._bytes_closed) == (3, sizes)
+    assert ses.applied == [(a, [b'{"topic":"act"}'])]  # once, after the frame that queued it
+    payloads = [b'{"topic":"x","n":1}', b'{"topic":"boom"}', b'{"topic":"bye"}']
+    sizes = sum(map(len, payloads)) + len(b'{"topic":"act"}') + len(big)
+    assert (a.messages, a._bytes_closed) == (5, sizes)
     assert closed.messages == failed.messages == 0
     assert [str(e) for e in a.reported] == ["bad frame"]
     assert a.reported[0].__traceback__ is not None  # reported as raised
-    assert _recfast.feed_recv(block, 7, *args) == (8, 1)
-    assert _recfast.feed_recv(block, 9, *args) == (10, 1)
-    assert (clock._mono, clock._t_ms) == (4.0, 11) and a.messages == 5
+    assert _recfast.feed_recv(block, at[9], *args) == (at[10], 1)
+    assert _recfast.feed_recv(block, at[11], *args) == (at[12], 1)
+    assert (clock._mono, clock._t_ms) == (4.0, 11) and a.messages == 7
+    assert _recfast.feed_recv(block[: at[2] - 1], 0, *args) == (at[2] - 1, 2)  # no last newline
 
-    def broken(conn: _Conn, payload: bytes) -> None:
+    def broken(payload: bytes, now: float) -> None:
         raise KeyError("a bug in a callback path")
 
+    bad = {"a": (a, ses.on_message, broken, ses, ses.apply)}
     with pytest.raises(KeyError):
-        _recfast.feed_recv(block, 0, {"a": (a, broken)}, clock, ConnectionClosed, ProtocolError)
+        _recfast.feed_recv(block, 0, bad, clock, ConnectionClosed, ProtocolError, 16384)
+    with pytest.raises(TypeError, match="handlers values"):
+        _recfast.feed_recv(block, 0, {"a": (a, ses.on_message)}, *args[1:])
+    with pytest.raises(TypeError, match="data: bytes"):
+        _recfast.feed_recv(lines, 0, *args)  # type: ignore[arg-type]
 
 
 def test_received_is_the_recorders_tap_in_one_call(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@
  * buffers.
  *
  * parse_recv(line) -> (t, us, conn, payload) | None: the inverse, for replay.
- * feed_recv(lines, start, ...): the replay's loop over those lines, feeding each frame to its
+ * feed_recv(data, pos, ...): the replay's loop over a chunk of lines, feeding each frame to its
  * session (the Python loop in sixmm/replay.py does the same for every other line).
  */
 #define PY_SSIZE_T_CLEAN
@@ -674,7 +674,33 @@ static int parse_line(const char *s, Py_ssize_t n, long long *t, long long *us, 
     }
     Py_ssize_t o = 0;
     int ok = 0;
+#ifdef RECFAST_SSE2
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+    const __m128i c1f = _mm_set1_epi8(0x1F);
+#endif
     while (i < n) {
+#ifdef RECFAST_SSE2
+        /* sixteen bytes at a time: store them all, keep those before the first quote,
+         * backslash or control character (the output never runs ahead of the input, so the
+         * store stays inside buf: o + 16 <= i - start + 16 <= n - start) */
+        while (i + 16 <= n) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(s + i));
+            unsigned mask = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
+                _mm_cmpeq_epi8(_mm_min_epu8(x, c1f), x)));
+            _mm_storeu_si128((__m128i *)(buf + o), x);
+            if (mask == 0) {
+                i += 16;
+                o += 16;
+                continue;
+            }
+            unsigned b = ctz32(mask);
+            i += b;
+            o += b;
+            break;
+        }
+        if (i >= n) break;
+#endif
         char c = s[i];
         if (c == '"') { i++; ok = 1; break; }
         if ((unsigned char)c < 0x20) break;
@@ -775,7 +801,8 @@ static int ack_like(PyObject *payload) {
            has_bytes(p, n, (const unsigned char *)"\"id\"", 4);
 }
 
-static PyObject *s_open_now, *s_failed, *s_messages, *s_bytes_closed, *s_report, *s_mono, *s_t_ms;
+static PyObject *s_open_now, *s_failed, *s_messages, *s_bytes_closed, *s_report, *s_mono, *s_t_ms,
+    *s_actions;
 
 static int bump(PyObject *obj, PyObject *name, Py_ssize_t by) {
     PyObject *v = PyObject_GetAttr(obj, name);
@@ -791,42 +818,108 @@ static int bump(PyObject *obj, PyObject *name, Py_ssize_t by) {
     return r;
 }
 
-/* feed_recv(lines, start, handlers, clock, closed_exc, protocol_exc) -> (next, fed)
- * The replay's hot loop (speed None): from lines[start], each received text frame in the
- * writer's form is fed at once -- clock._mono/_t_ms set to its times; skipped when its
- * connection is not in handlers ({name: (conn, on_message)}) or is not open or failed;
- * else conn.messages and conn._bytes_closed counted and on_message(conn, payload) called
- * (closed_exc ignored, protocol_exc handed to conn._report). Stops before the first line it
- * does not take (any other event, any other form, an ack, whose id the caller maps): returns
- * its index and how many lines were fed. Exactly what sixmm/replay.py's Python loop does. */
+/* feed_recv(data, pos, handlers, clock, closed_exc, protocol_exc, quiet) -> (next, fed)
+ * The replay's hot loop (speed None) over data, a chunk of complete recording lines (each
+ * ends in a newline): from the line at offset pos, each received text frame in the writer's
+ * form is fed at once -- clock._mono/_t_ms set to its times; skipped when its connection is
+ * not in handlers ({name: (conn, on_message, receive, engine, apply)}) or is not open or
+ * failed; else conn.messages and conn._bytes_closed counted and the frame handed on as
+ * Connection._read_frames does: under quiet bytes, receive(payload, clock._mono) and, when
+ * engine.actions is not empty, apply(conn); a larger one to on_message(conn, payload)
+ * (closed_exc ignored, protocol_exc handed to conn._report). Stops at the first line it does
+ * not take (any other event, any other form, an ack, whose id the caller maps): returns its
+ * offset and how many lines were fed. Exactly what sixmm/replay.py's Python loop does. */
+static int feed_one(PyObject *conn, PyObject *handler, PyObject *payload, PyObject *now,
+                    Py_ssize_t quiet, PyObject *closed_exc, PyObject *protocol_exc) {
+    PyObject *on_message = PyTuple_GET_ITEM(handler, 1), *receive = PyTuple_GET_ITEM(handler, 2);
+    PyObject *engine = PyTuple_GET_ITEM(handler, 3), *apply = PyTuple_GET_ITEM(handler, 4);
+    PyObject *o = PyObject_GetAttr(conn, s_open_now);
+    if (o == NULL) return -1;
+    int go = PyObject_IsTrue(o);
+    Py_DECREF(o);
+    if (go <= 0) return go;
+    PyObject *f = PyObject_GetAttr(conn, s_failed);
+    if (f == NULL) return -1;
+    go = f == Py_None;
+    Py_DECREF(f);
+    if (!go) return 0;
+    if (bump(conn, s_messages, 1) < 0 || bump(conn, s_bytes_closed, PyBytes_GET_SIZE(payload)) < 0)
+        return -1;
+    PyObject *res;
+    if (PyBytes_GET_SIZE(payload) < quiet) {
+        PyObject *rargs[2] = {payload, now};
+        res = PyObject_Vectorcall(receive, rargs, 2, NULL);
+        if (res != NULL) {
+            Py_DECREF(res);
+            PyObject *actions = PyObject_GetAttr(engine, s_actions);
+            if (actions == NULL) return -1;
+            int any = PyObject_IsTrue(actions);
+            Py_DECREF(actions);
+            if (any < 0) return -1;
+            if (any) {
+                res = PyObject_CallOneArg(apply, conn);
+            } else {
+                Py_INCREF(Py_None);
+                res = Py_None;
+            }
+        }
+    } else {
+        PyObject *cargs[2] = {conn, payload};
+        res = PyObject_Vectorcall(on_message, cargs, 2, NULL);
+    }
+    if (res != NULL) {
+        Py_DECREF(res);
+        return 0;
+    }
+    if (PyErr_ExceptionMatches(closed_exc)) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(protocol_exc)) return -1;
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (ev != NULL && tb != NULL) PyException_SetTraceback(ev, tb);
+    PyObject *rr = PyObject_CallMethodOneArg(conn, s_report, ev ? ev : Py_None);
+    Py_XDECREF(et);
+    Py_XDECREF(ev);
+    Py_XDECREF(tb);
+    if (rr == NULL) return -1;
+    Py_DECREF(rr);
+    return 0;
+}
+
 static PyObject *feed_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 6 || !PyList_Check(args[0]) || !PyDict_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "feed_recv(lines: list, start, handlers: dict, clock, closed, protocol)");
+    if (nargs != 7 || !PyBytes_Check(args[0]) || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "feed_recv(data: bytes, pos, handlers: dict, clock, "
+                                         "closed, protocol, quiet)");
         return NULL;
     }
-    PyObject *lines = args[0], *handlers = args[2], *clock = args[3];
+    PyObject *data = args[0], *handlers = args[2], *clock = args[3];
     PyObject *closed_exc = args[4], *protocol_exc = args[5];
-    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
-    if (i == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t fed = 0;
-    for (; i < PyList_GET_SIZE(lines); i++) {
-        PyObject *line = PyList_GET_ITEM(lines, i);
-        if (!PyBytes_Check(line)) break;
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t quiet = PyLong_AsSsize_t(args[6]);
+    if (quiet == -1 && PyErr_Occurred()) return NULL;
+    const char *s = PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data), fed = 0;
+    if (pos < 0) pos = 0;
+    Py_INCREF(data); /* bytes never change; held while callbacks run */
+    int err = 0;
+    while (pos < n) {
+        const char *nl = memchr(s + pos, '\n', (size_t)(n - pos));
+        Py_ssize_t end = nl != NULL ? (Py_ssize_t)(nl - s) + 1 : n;
         long long t, us;
         PyObject *name, *payload;
-        int r = parse_line(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), &t, &us, &name, &payload);
-        if (r < 0) return NULL;
+        int r = parse_line(s + pos, end - pos, &t, &us, &name, &payload);
+        if (r < 0) { err = 1; break; }
         if (r == 0) break;
-        PyObject *handler = PyDict_GetItemWithError(handlers, name);  /* borrowed */
+        PyObject *handler = PyDict_GetItemWithError(handlers, name); /* borrowed */
         Py_DECREF(name);
-        if (handler == NULL && PyErr_Occurred()) { Py_DECREF(payload); return NULL; }
+        if (handler == NULL && PyErr_Occurred()) { Py_DECREF(payload); err = 1; break; }
         if (handler != NULL && ack_like(payload)) { Py_DECREF(payload); break; }
-        Py_INCREF(line);  /* the call below may run code that changes the list */
-        int err = 0;
-        PyObject *v = PyFloat_FromDouble((double)us / 1e6);
-        if (v == NULL || PyObject_SetAttr(clock, s_mono, v) < 0) err = 1;
-        Py_XDECREF(v);
+        PyObject *now = PyFloat_FromDouble((double)us / 1e6), *v = NULL;
+        if (now == NULL || PyObject_SetAttr(clock, s_mono, now) < 0) err = 1;
         if (!err) {
             v = PyLong_FromLongLong(t);
             if (v == NULL || PyObject_SetAttr(clock, s_t_ms, v) < 0) err = 1;
@@ -834,60 +927,32 @@ static PyObject *feed_recv(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
         fed++;
         if (!err && handler != NULL) {
-            if (!PyTuple_Check(handler) || PyTuple_GET_SIZE(handler) != 2) {
-                PyErr_SetString(PyExc_TypeError, "handlers values must be (conn, on_message)");
+            if (!PyTuple_Check(handler) || PyTuple_GET_SIZE(handler) != 5) {
+                PyErr_SetString(PyExc_TypeError,
+                                "handlers values must be (conn, on_message, receive, engine, apply)");
                 err = 1;
             } else {
-                PyObject *conn = PyTuple_GET_ITEM(handler, 0), *on_message = PyTuple_GET_ITEM(handler, 1);
-                Py_INCREF(conn);
-                Py_INCREF(on_message);
-                int go = 0;
-                PyObject *o = PyObject_GetAttr(conn, s_open_now);
-                if (o == NULL) err = 1;
-                else {
-                    go = PyObject_IsTrue(o);
-                    Py_DECREF(o);
-                    if (go < 0) err = 1;
-                }
-                if (!err && go) {
-                    PyObject *f = PyObject_GetAttr(conn, s_failed);
-                    if (f == NULL) err = 1;
-                    else { go = f == Py_None; Py_DECREF(f); }
-                }
-                if (!err && go) {
-                    if (bump(conn, s_messages, 1) < 0 ||
-                        bump(conn, s_bytes_closed, PyBytes_GET_SIZE(payload)) < 0) err = 1;
-                }
-                if (!err && go) {
-                    PyObject *cargs[2] = {conn, payload};
-                    PyObject *res = PyObject_Vectorcall(on_message, cargs, 2, NULL);
-                    if (res != NULL) Py_DECREF(res);
-                    else if (PyErr_ExceptionMatches(closed_exc)) PyErr_Clear();
-                    else if (PyErr_ExceptionMatches(protocol_exc)) {
-                        PyObject *et, *ev, *tb;
-                        PyErr_Fetch(&et, &ev, &tb);
-                        PyErr_NormalizeException(&et, &ev, &tb);
-                        if (ev != NULL && tb != NULL) PyException_SetTraceback(ev, tb);
-                        PyObject *rr = PyObject_CallMethodOneArg(conn, s_report, ev ? ev : Py_None);
-                        Py_XDECREF(et); Py_XDECREF(ev); Py_XDECREF(tb);
-                        if (rr == NULL) err = 1; else Py_DECREF(rr);
-                    } else err = 1;
-                }
-                Py_DECREF(conn);
-                Py_DECREF(on_message);
+                Py_INCREF(handler); /* the call may run code that changes handlers */
+                PyObject *conn = PyTuple_GET_ITEM(handler, 0);
+                if (feed_one(conn, handler, payload, now, quiet, closed_exc, protocol_exc) < 0)
+                    err = 1;
+                Py_DECREF(handler);
             }
         }
+        Py_XDECREF(now);
         Py_DECREF(payload);
-        Py_DECREF(line);
-        if (err) return NULL;
+        if (err) break;
+        pos = end;
     }
-    return Py_BuildValue("(nn)", i, fed);
+    Py_DECREF(data);
+    if (err) return NULL;
+    return Py_BuildValue("(nn)", pos, fed);
 }
 
 static PyMethodDef methods[] = {
     {"parse_recv", parse_recv, METH_O, "parse_recv(line) -> (t, us, conn, payload) | None"},
     {"feed_recv", (PyCFunction)(void (*)(void))feed_recv, METH_FASTCALL,
-     "feed_recv(lines, start, handlers, clock, closed, protocol) -> (next, fed)"},
+     "feed_recv(data, pos, handlers, clock, closed, protocol, quiet) -> (next, fed)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -899,7 +964,7 @@ PyMODINIT_FUNC PyInit__recfast(void) {
     struct { PyObject **slot; const char *name; } names[] = {
         {&s_open_now, "_open_now"}, {&s_failed, "_failed"}, {&s_messages, "messages"},
         {&s_bytes_closed, "_bytes_closed"}, {&s_report, "_report"}, {&s_mono, "_mono"},
-        {&s_t_ms, "_t_ms"}, {&s_secrets, "_secrets"},
+        {&s_t_ms, "_t_ms"}, {&s_secrets, "_secrets"}, {&s_actions, "actions"},
     };
     for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
         *names[k].slot = PyUnicode_InternFromString(names[k].name);
