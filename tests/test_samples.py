@@ -193,6 +193,11 @@ def test_klines_to_csv_appends_one_row_per_closed_kline_and_the_header_once(
         now = int(time.time() * 1000)
         skew = (now // 60_000 + 1) * 60_000 + 1_000 - now
         exchange.set_clock_skew(skew)
+        # the klines open before the jump close at the market's next tick: wait for it, so
+        # that a sample subscribing on a loaded machine cannot see them close
+        minute = (now + skew) // 60_000 * 60_000
+        books = exchange._server.market.books.values()
+        wait_until(lambda: all(b.klines["1m"][0] == minute for b in books), timeout=10)
         sample = Running(
             tmp_path, "klines_to_csv.py", "BTCUSDT", "ETHUSDT", "--out", str(out),
             "--url", exchange.ws_url, "--seconds", "60",
