@@ -89,6 +89,33 @@ def test_a_credential_word_anywhere_takes_the_scrubbing_path(
     _check(rec, _lines(rec), payload, "user", rec._mono0)
 
 
+word_sets = st.lists(
+    st.text(alphabet="abkstxyz", min_size=3, max_size=6), min_size=1, max_size=8, unique=True
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(word_sets, st.binary(max_size=80), st.data())
+def test_the_word_scan_finds_exactly_the_words_of_any_set(
+    words: List[str], filler: bytes, data: Any
+) -> None:
+    # sets with at most four distinct first and second letters take the union scan, larger
+    # ones the word-by-word one: both must find a word at any offset, in any case, and only then
+    lines = recording._recfast.Lines(0.0, 0.0, tuple(w.encode("ascii") for w in words), 0)
+    cut = data.draw(st.integers(0, len(filler)))
+    word = data.draw(st.sampled_from(words)).encode("ascii")
+    for payload in (filler, filler[:cut] + word.upper() + filler[cut:]):
+        folded = bytes(c | 0x20 if 0x41 <= c <= 0x5A else c for c in payload)
+        expected = any(w.encode("ascii") in folded for w in words)
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError:
+            expected = True  # declined as not UTF-8
+        accepted = lines.append(payload, "c", 0.0, ())  # type: ignore[attr-defined]
+        lines.take()  # type: ignore[attr-defined]
+        assert accepted == (not expected), (words, payload)
+
+
 def test_credentials_take_the_scrubbing_path(tmp_path: Path) -> None:
     redact.remember("s3cr3t-value-xyz")
     payloads = [
