@@ -9,8 +9,11 @@ subprocess. Two figures:
   close frame: the sandbox's ``drop``). Measured: the time from the first book seen unsynced
   to every book synced again; the worst delay of a GUI-like main thread ticking every 10 ms
   (``time.sleep`` to the next 10 ms deadline, lateness = wake-up minus deadline) over the whole
-  run; and the longest gap seen by a probe thread sleeping 1 ms (about the longest time any
-  other thread -- the readers -- held the GIL in one go, plus OS scheduling). At the end every
+  run; and, with ``--gil-probe``, the longest gap seen by a probe thread sleeping 1 ms (about
+  the longest time any other thread -- the readers -- held the GIL in one go, plus OS
+  scheduling). The probe is off by default: it is one more thread asking for the GIL every
+  millisecond, so it competes with the very tick it would explain (with a 5 ms switch interval
+  a waking main thread can lose the GIL to it and wait another interval). At the end every
   book is compared with the sender's: each must be synced, with 1,000 levels per side.
 - ``cpu``: depth of every symbol at 10 updates/s plus trades (5/s) and a ticker (1/s) per
   symbol; the client's process CPU time (every thread, user + system) over a fixed window,
@@ -133,7 +136,22 @@ class GilProbe:
 # -- the storm -------------------------------------------------------------------------------
 
 
-def client_storm(port: int, n: int, levels: int, drop_at: float) -> Dict[str, Any]:
+class NoProbe:
+    """Stands in for :class:`GilProbe` when the probe is off: no thread, no figure."""
+
+    worst: Optional[float] = None
+    worst_cpu: Optional[float] = None
+
+    def __enter__(self) -> NoProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def client_storm(
+    port: int, n: int, levels: int, drop_at: float, gil_probe: bool = False
+) -> Dict[str, Any]:
     import sixmm
 
     syms = symbols(n)
@@ -144,7 +162,8 @@ def client_storm(port: int, n: int, levels: int, drop_at: float) -> Dict[str, An
     ticker = Ticker()
     gcw = GcWatch()
     out: Dict[str, Any] = {"bench": "storm", "symbols": n, "levels": levels}
-    with GilProbe() as probe, sixmm.StreamManager(url, on_error=errors.append) as streams:
+    probe: Any = GilProbe() if gil_probe else NoProbe()
+    with probe, sixmm.StreamManager(url, on_error=errors.append) as streams:
         books = [streams.order_book(s) for s in syms]
         t0 = time.monotonic()
         if not ticker.run_until(lambda: all(b.synced for b in books), 120):
@@ -178,8 +197,8 @@ def client_storm(port: int, n: int, levels: int, drop_at: float) -> Dict[str, An
         worst_tick_ms=ticker.worst * 1e3,
         late_ticks=ticker.late,
         ticks=ticker.ticks,
-        worst_gil_gap_ms=probe.worst * 1e3,
-        worst_gil_gap_cpu_ms=probe.worst_cpu * 1e3,
+        worst_gil_gap_ms=None if probe.worst is None else probe.worst * 1e3,
+        worst_gil_gap_cpu_ms=None if probe.worst_cpu is None else probe.worst_cpu * 1e3,
         worst_gc_ms=gcw.worst * 1e3,
         worst_gc_cpu_ms=gcw.worst_cpu * 1e3,
         gc_collections=gcw.counts,
@@ -341,6 +360,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="storm runs at each of these thread switch intervals: 'default' (CPython's 5 ms) "
         "and/or seconds (0.001: what sixmm.gui's pumps set)",
     )
+    parser.add_argument(
+        "--gil-probe",
+        action="store_true",
+        help="storm runs also a thread sleeping 1 ms and report its longest gap (it competes "
+        "with the main thread's tick for the GIL, so the tick figure is measured without it)",
+    )
     parser.add_argument("--child", nargs="*", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -349,7 +374,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             interval = args.child[1] if len(args.child) > 1 else "default"
             if interval != "default":
                 sys.setswitchinterval(float(interval))
-            row = client_storm(args.port, args.symbols, args.levels, drop_at=3.0)
+            row = client_storm(
+                args.port, args.symbols, args.levels, drop_at=3.0, gil_probe=args.gil_probe
+            )
             row["switch_interval_ms"] = sys.getswitchinterval() * 1e3
         else:
             row = client_cpu(args.port, args.symbols, args.levels, what, 3.0, args.secs)
@@ -372,7 +399,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for _run in range(args.runs):
             if "storm" in only:
                 for interval in args.switch_interval.split(","):
-                    rows.append(_child(["storm", interval, *port, *common], 300))
+                    probe = ["--gil-probe"] if args.gil_probe else []
+                    rows.append(_child(["storm", interval, *port, *common, *probe], 300))
                     print(json.dumps(rows[-1]), flush=True)
             if "cpu" in only:
                 for who in ("peer", "inline", "worker", "queue"):

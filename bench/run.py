@@ -500,15 +500,17 @@ def table(rows: List[Row]) -> List[str]:
                     f"≤ 20 ms {'✅' if worst <= 20 else '❌'}",
                 )
             )
-        out.append(
-            _cells(
-                "longest gap of a 1 ms probe thread (~longest GIL hold + scheduling)",
-                f"{_median([r['worst_gil_gap_ms'] for r in storm]):.0f} ms "
-                f"({max(r['worst_gil_gap_ms'] for r in storm):.0f} ms)",
-                "process CPU during it: "
-                f"{_median([r.get('worst_gil_gap_cpu_ms', 0.0) for r in storm]):.0f} ms",
+        probed = [r for r in storm if r.get("worst_gil_gap_ms") is not None]
+        if probed:  # bench_storm.py --gil-probe
+            out.append(
+                _cells(
+                    "longest gap of a 1 ms probe thread (~longest GIL hold + scheduling)",
+                    f"{_median([r['worst_gil_gap_ms'] for r in probed]):.0f} ms "
+                    f"({max(r['worst_gil_gap_ms'] for r in probed):.0f} ms)",
+                    "process CPU during it: "
+                    f"{_median([r.get('worst_gil_gap_cpu_ms') or 0.0 for r in probed]):.0f} ms",
+                )
             )
-        )
         out.append(
             _cells(
                 "longest cyclic-GC collection, wall (CPU)",
