@@ -48,11 +48,12 @@ VERSION = 1
 FLUSH_INTERVAL = 0.5
 _WAKE = 0.1
 DEFAULT_MAX_PENDING = 200_000
-DEFAULT_MAX_BYTES = 64 << 20  # the formatted lines the writer has not taken yet
+DEFAULT_MAX_BYTES = 64 << 20  # the received frames (their bytes) the writer has not taken yet
 
 # event tuples: (kind, conn, value, monotonic seconds, offset); one clock read per event, the
 # epoch time of each line is derived from the header's anchor (no jumps when NTP steps); the
-# offset is where the C buffer stood when the event was queued (its place among those lines)
+# offset is how many frames the C buffer had taken in when the event was queued (its place
+# among those lines)
 _Item = Tuple[str, str, Any, float, int]
 _enc: Callable[[str], str] = encode_basestring
 _monotonic = time.monotonic
@@ -280,12 +281,19 @@ class Recorder:
 
     def _drain(self) -> None:
         lines = self._lines
+        starts: Any = ()
         if lines is not None:
-            data, end, count = lines.take()
+            # the C buffer's lines (formatted by take() with the GIL released); an event's
+            # offset counts the frames appended before it, starts[i] is where the i-th
+            # frame's line begins in data
+            data, end, count, raw_starts = lines.take()
+            starts = memoryview(raw_starts).cast("q")
             self.written += count
         else:
-            data, end = b"", 0
-        start = pos = end - len(data)
+            data, end, count = b"", 0, 0
+        first = end - count  # the offset of the first frame taken
+        size = len(data)
+        pos = 0  # in data: what is written so far
         q = self._q
         popleft = q.popleft
         batch: List[_Item] = []
@@ -298,15 +306,17 @@ class Recorder:
         text: List[str] = []  # general-path lines not yet encoded into chunks
         run: List[_Item] = []
         for item in batch:
-            if item[4] > pos:  # the buffer's lines that came before this event
+            k = item[4] - first
+            at = size if k >= count else starts[k] if k > 0 else 0
+            if at > pos:  # the buffer's lines that came before this event
                 if run:
                     self._recv_lines(run, text)
                     run = []
                 if text:
                     chunks.append("".join(text).encode("utf-8"))
                     text = []
-                chunks.append(view[pos - start : item[4] - start])
-                pos = item[4]
+                chunks.append(view[pos:at])
+                pos = at
             if item[0] == "recv":
                 run.append(item)
                 continue
@@ -319,8 +329,8 @@ class Recorder:
             self._recv_lines(run, text)
         if text:
             chunks.append("".join(text).encode("utf-8"))
-        if pos < end:
-            chunks.append(view[pos - start :])
+        if pos < size:
+            chunks.append(view[pos:])
         if self.dropped != self._dropped_written:
             total = self.dropped
             chunks.append(

@@ -28,7 +28,7 @@ def _check(rec: recording.Recorder, lines: Any, payload: bytes, conn: str, m: fl
     """Append one frame to the C buffer; it must write exactly the pure path's line, or decline
     exactly the frames the pure path scrubs (or encodes as base64)."""
     accepted = lines.append(payload, conn, m, redact._secrets)  # type: ignore[attr-defined]
-    data, _end, count = lines.take()  # type: ignore[attr-defined]
+    data, _end, count, _starts = lines.take()  # type: ignore[attr-defined]
     py: List[str] = []
     rec._recv_lines_py([("recv", conn, payload, m, 0)], py)
     try:
@@ -142,14 +142,47 @@ def test_the_buffer_drops_and_counts_at_its_limit_and_keeps_offsets() -> None:
     accepted = sum(lines.append(frame, "public-0", 1.0, ()) for _ in range(100))
     assert accepted == 100  # dropped frames count as handled: never queued elsewhere
     assert 0 < lines.pending < 100 and lines.dropped == 100 - lines.pending
-    data, end, count = lines.take()
-    assert count == data.count(b"\n") and end == len(data) == lines.total
+    data, end, count, starts = lines.take()
+    assert count == data.count(b"\n") == lines.total == end  # offsets count frames
+    # where each line starts, for the writer to place queued events between them
+    begins = [0] + [i + 1 for i in range(len(data) - 1) if data[i : i + 1] == b"\n"]
+    assert memoryview(starts).cast("q").tolist() == begins
     assert lines.pending == 0
     lines.append(frame, "public-0", 1.0, ())
-    data2, end2, _ = lines.take()
-    assert end2 == end + len(data2)
+    data2, end2, count2, _ = lines.take()
+    assert end2 == end + 1 and count2 == 1 and data2.count(b"\n") == 1
     lines.close()
     assert lines.append(frame, "public-0", 1.0, ()) and lines.take()[2] == 0
+
+
+def test_take_reports_the_offset_of_what_it_took_while_readers_append_meanwhile() -> None:
+    # take() formats with the GIL released, so frames arrive during it: its end must be the
+    # offset just past the frames it took (an event queued meanwhile goes after them), not
+    # the buffer's total by the time it returns
+    import threading
+
+    lines = recording._recfast.Lines(0.0, 0.0, recording._CREDENTIAL_WORDS, 0)
+    frame = b'{"topic":"market.trade.X","data":{"p":"' + b"1" * 150 + b'"}}'
+    stop = threading.Event()
+
+    def reader() -> None:
+        for _ in range(300_000):
+            if stop.is_set():
+                return
+            lines.append(frame, "public-0", 1.0, ())
+
+    t = threading.Thread(target=reader)
+    t.start()
+    end_before, takes, took = 0, 0, 0
+    try:
+        while t.is_alive() or lines.pending:
+            data, end, count, _starts = lines.take()
+            assert end == end_before + count and data.count(b"\n") == count
+            end_before, takes, took = end, takes + 1, took + count
+    finally:
+        stop.set()
+        t.join(30)
+    assert took == lines.total and takes > 1
 
 
 def test_a_recording_interleaves_buffered_lines_and_queued_events_in_order(

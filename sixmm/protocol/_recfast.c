@@ -1,17 +1,18 @@
 /* sixmm.protocol._recfast: the recording writer's hot path in C (optional extension).
  *
- * Lines(base_ms, mono0, words, limit): a buffer of recording lines that the connection reader
- * threads fill, one append() per received frame, and the writer thread empties with take().
- * append(payload, conn, mono, secrets) formats one line exactly as sixmm/recording.py's pure
- * path does:
+ * Lines(base_ms, mono0, words, limit): a buffer of received frames that the connection reader
+ * threads fill, one append() per frame (a copy of its bytes after the credential scan), and
+ * the writer thread empties with take(), which formats each frame's line -- the escaping is
+ * most of a line's cost -- with the GIL released, exactly as sixmm/recording.py's pure path
+ * does:
  *   {"t":<int(base_ms + m*1000)>,"us":<int((m-mono0)*1e6)>,"conn":"<conn>","ev":"recv","text":"<esc>"}\n
  * where <esc> is json.encoder.encode_basestring's escaping of the UTF-8 text (", \, and the
  * control characters; other characters kept as they are). It declines (returns False, appends
  * nothing) a frame that is not valid UTF-8 or may hold a credential (contains one of `words`,
  * ASCII case-insensitively, or one of `secrets`): the caller then queues it for the general
- * path, which scrubs. Formatting on the reader costs about a microsecond for a 200-byte frame
- * and keeps the frame's bytes on the core that received them; the writer only moves whole
- * buffers.
+ * path, which scrubs. The reader's share is the scan and a copy (about a third of formatting
+ * the line there, as this buffer did before); the writer formats on its own core while the
+ * reader goes on.
  *
  * parse_recv(line) -> (t, us, conn, payload) | None: the inverse, for replay.
  * feed_recv(data, pos, ...): the replay's loop over a chunk of lines, feeding each frame to its
@@ -22,6 +23,9 @@
 #include <structmember.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__) && !defined(SIXMM_NO_SIMD)
+#include <emmintrin.h>
+#endif
 
 
 /* Length of the valid UTF-8 sequence starting with a byte >= 0x80 at s[0], or 0. */
@@ -123,6 +127,33 @@ static size_t put_ll(char *out, long long v) {
 }
 
 static const char HEX[] = "0123456789abcdef";
+
+/* Is s[0:n] valid UTF-8? Sixteen ASCII bytes at a time where SSE2 is there. */
+static int valid_utf8(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t j = 0;
+    while (j < n) {
+#if defined(__SSE2__) && !defined(SIXMM_NO_SIMD)
+        if (j + 16 <= n &&
+            _mm_movemask_epi8(_mm_loadu_si128((const __m128i *)(s + j))) == 0) {
+            j += 16;
+            continue;
+        }
+#endif
+        if (s[j] < 0x80) {
+            j++;
+            continue;
+        }
+        Py_ssize_t q = utf8_seq(s + j, n - j);
+        if (q == 0) return 0;
+        j += q;
+    }
+    return 1;
+}
+
+/* A record: the receive time (a double), the two lengths (uint32), conn, payload. */
+#define REC_HEAD (sizeof(double) + 2 * sizeof(uint32_t))
+/* The most bytes a record's line can take (every byte escaped as \u00XX: six). */
+#define LINE_BOUND(clen, len) (((clen) + (len)) * 6 + 96)
 
 /* Byte classes for the escaping copy: 0 kept, 1 escaped as a backslash and itself (" and \),
  * 2 anything else (control characters, and bytes >= 0x80 that start a UTF-8 sequence). */
@@ -317,10 +348,13 @@ static Py_ssize_t escape_scalar(const unsigned char *s, Py_ssize_t len, char *ou
 
 typedef struct {
     PyObject_HEAD
-    char *buf;
+    char *buf;                   /* the frames appended since the last take(), as records */
     size_t len, cap, limit;
-    unsigned long long total;    /* bytes ever appended: the offset of the next line */
-    unsigned long long lines;    /* lines appended since the last take() */
+    size_t bound;                /* at most this many bytes once formatted */
+    char *spare;                 /* a record buffer take() is done with, for the next */
+    size_t spare_cap;
+    unsigned long long total;    /* frames ever appended: the offset of the next one */
+    unsigned long long lines;    /* frames appended since the last take() */
     unsigned long long dropped;  /* frames not recorded: the buffer was full */
     double base_ms, mono0;
     int closed;
@@ -402,6 +436,7 @@ static void Lines_unbind(Lines *self) {
 static void Lines_dealloc(Lines *self) {
     Lines_unbind(self);
     PyMem_RawFree(self->buf);
+    PyMem_RawFree(self->spare);
     Py_XDECREF(self->words);
     Py_XDECREF(self->secrets_seen);
     Py_XDECREF(self->secret_bytes);
@@ -430,10 +465,6 @@ static int Lines_secrets(Lines *self, PyObject *secrets) {
     return 0;
 }
 
-/* append(payload, conn, mono, secrets) -> bool
- * Formats one received frame's line at the end of the buffer. True: done (or dropped and
- * counted because the buffer is at its limit, or discarded after close()). False: the frame
- * needs the general path (not UTF-8, or it may hold a credential): nothing was appended. */
 /* escape_scalar's result, sixteen bytes at a time with SSE2. */
 static Py_ssize_t escape(const unsigned char *s, Py_ssize_t len, char *out) {
 #ifdef RECFAST_SSE2
@@ -500,6 +531,10 @@ static Py_ssize_t escape(const unsigned char *s, Py_ssize_t len, char *out) {
 #endif
 }
 
+/* append(payload, conn, mono, secrets) -> bool
+ * Appends one received frame (for take() to format into its line). True: done (or dropped
+ * and counted because the buffer is at its limit, or discarded after close()). False: the
+ * frame needs the general path (not UTF-8, or it may hold a credential): nothing appended. */
 static PyObject *Lines_append(Lines *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4 || !PyBytes_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyFloat_Check(args[2])) {
         PyErr_SetString(PyExc_TypeError, "append(payload: bytes, conn: str, mono: float, secrets: tuple)");
@@ -519,60 +554,118 @@ static PyObject *Lines_append(Lines *self, PyObject *const *args, Py_ssize_t nar
         if (has_bytes(s, len, (const unsigned char *)PyBytes_AS_STRING(x), PyBytes_GET_SIZE(x)))
             Py_RETURN_FALSE;
     }
-    size_t need = (size_t)len * 6 + (size_t)clen * 6 + 96;
+    /* not UTF-8: declined here (the line's escaping, on the writer, may not fail) */
+    if (!valid_utf8(s, len) || !valid_utf8((const unsigned char *)conn, clen)) Py_RETURN_FALSE;
+    size_t need = REC_HEAD + (size_t)clen + (size_t)len;
     if (self->limit && self->len + need > self->limit) {  /* the writer is not keeping up */
         self->dropped++;
         Py_RETURN_TRUE;
     }
     if (self->len + need > self->cap) {
-        size_t cap = self->cap ? self->cap : 65536;
-        while (cap < self->len + need) cap *= 2;
-        char *nb = PyMem_RawRealloc(self->buf, cap);
-        if (nb == NULL) return PyErr_NoMemory();
-        self->buf = nb;
-        self->cap = cap;
+        if (self->buf == NULL && self->spare != NULL) {
+            self->buf = self->spare;
+            self->cap = self->spare_cap;
+            self->spare = NULL;
+        }
+        if (self->len + need > self->cap) {
+            size_t cap = self->cap ? self->cap : 65536;
+            while (cap < self->len + need) cap *= 2;
+            char *nb = PyMem_RawRealloc(self->buf, cap);
+            if (nb == NULL) return PyErr_NoMemory();
+            self->buf = nb;
+            self->cap = cap;
+        }
     }
-    char *out = self->buf;
-    size_t pos = self->len;
+    /* the record: mono, the two lengths, conn, payload; take() formats it into its line */
+    char *out = self->buf + self->len;
     double m = PyFloat_AS_DOUBLE(args[2]);
-    memcpy(out + pos, "{\"t\":", 5);
-    pos += 5;
-    pos += put_ll(out + pos, (long long)(self->base_ms + m * 1000.0));
-    memcpy(out + pos, ",\"us\":", 6);
-    pos += 6;
-    pos += put_ll(out + pos, (long long)((m - self->mono0) * 1e6));
-    memcpy(out + pos, ",\"conn\":\"", 9);
-    pos += 9;
-    Py_ssize_t e = escape((const unsigned char *)conn, clen, out + pos);
-    if (e < 0) Py_RETURN_FALSE;
-    pos += (size_t)e;
-    memcpy(out + pos, "\",\"ev\":\"recv\",\"text\":\"", 22);
-    pos += 22;
-    e = escape(s, len, out + pos);
-    if (e < 0) Py_RETURN_FALSE;  /* not UTF-8 */
-    pos += (size_t)e;
-    memcpy(out + pos, "\"}\n", 3);
-    pos += 3;
-    self->total += pos - self->len;
+    uint32_t lens[2] = {(uint32_t)clen, (uint32_t)len};
+    memcpy(out, &m, sizeof m);
+    memcpy(out + sizeof m, lens, sizeof lens);
+    memcpy(out + REC_HEAD, conn, (size_t)clen);
+    memcpy(out + REC_HEAD + clen, s, (size_t)len);
+    self->len += need;
+    self->bound += LINE_BOUND((size_t)clen, (size_t)len);
+    self->total++;
     self->lines++;
-    self->len = pos;
     Py_RETURN_TRUE;
 }
 
-/* take() -> (data, end, lines): the lines appended since the last take, the offset just past
- * them, and how many there are. */
-static PyObject *Lines_take(Lines *self, PyObject *unused) {
-    PyObject *data = PyBytes_FromStringAndSize(self->buf, (Py_ssize_t)self->len);
-    if (data == NULL) return NULL;
-    unsigned long long n = self->lines;
-    self->lines = 0;
-    self->len = 0;
-    if (self->cap > (size_t)4 << 20) {  /* after a burst: give the memory back */
-        PyMem_RawFree(self->buf);
-        self->buf = NULL;
-        self->cap = 0;
+/* Formats the records in raw[0:rawlen] into their lines at out (room for their bound), the
+ * start of each line in starts; returns the bytes written. No Python API: take() calls it
+ * with the GIL released. */
+static size_t format_records(const char *raw, size_t rawlen, char *out, long long *starts,
+                             double base_ms, double mono0) {
+    size_t pos = 0, at = 0, i = 0;
+    while (at < rawlen) {
+        double m;
+        uint32_t lens[2];
+        memcpy(&m, raw + at, sizeof m);
+        memcpy(lens, raw + at + sizeof m, sizeof lens);
+        const unsigned char *conn = (const unsigned char *)raw + at + REC_HEAD;
+        const unsigned char *text = conn + lens[0];
+        at += REC_HEAD + lens[0] + lens[1];
+        starts[i++] = (long long)pos;
+        memcpy(out + pos, "{\"t\":", 5);
+        pos += 5;
+        pos += put_ll(out + pos, (long long)(base_ms + m * 1000.0));
+        memcpy(out + pos, ",\"us\":", 6);
+        pos += 6;
+        pos += put_ll(out + pos, (long long)((m - mono0) * 1e6));
+        memcpy(out + pos, ",\"conn\":\"", 9);
+        pos += 9;
+        pos += (size_t)escape(conn, lens[0], out + pos);  /* valid UTF-8: append checked it */
+        memcpy(out + pos, "\",\"ev\":\"recv\",\"text\":\"", 22);
+        pos += 22;
+        pos += (size_t)escape(text, lens[1], out + pos);
+        memcpy(out + pos, "\"}\n", 3);
+        pos += 3;
     }
-    return Py_BuildValue("(NKK)", data, self->total, n);
+    return pos;
+}
+
+/* take() -> (data, end, lines, starts): the lines of the frames appended since the last take,
+ * the offset (in frames) just past them, how many there are, and where each line starts in
+ * data (native 8-byte integers: memoryview(starts).cast("q")). The escaping, the bulk of a
+ * line's cost, runs here on the writer's thread with the GIL released, not on the reader. */
+static PyObject *Lines_take(Lines *self, PyObject *unused) {
+    char *raw = self->buf;
+    size_t rawlen = self->len, rawcap = self->cap, bound = self->bound;
+    /* the offset past these frames: read now, as the readers go on appending while the GIL
+     * is released below */
+    unsigned long long n = self->lines, end = self->total;
+    self->buf = NULL;
+    self->len = self->cap = self->bound = 0;
+    self->lines = 0;
+    PyObject *data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)bound);
+    PyObject *starts = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * sizeof(long long)));
+    if (data == NULL || starts == NULL) {
+        Py_XDECREF(data);
+        Py_XDECREF(starts);
+        PyMem_RawFree(raw);
+        self->dropped += n;  /* lost: counted, as when the buffer is full */
+        return NULL;
+    }
+    size_t written;
+    double base_ms = self->base_ms, mono0 = self->mono0;
+    char *out = PyBytes_AS_STRING(data);  /* ours alone until we return it */
+    long long *at = (long long *)PyBytes_AS_STRING(starts);
+    Py_BEGIN_ALLOW_THREADS
+    written = format_records(raw, rawlen, out, at, base_ms, mono0);
+    Py_END_ALLOW_THREADS
+    if (raw != NULL) {
+        if (self->spare == NULL && rawcap <= (size_t)4 << 20) {  /* after a burst: freed */
+            self->spare = raw;
+            self->spare_cap = rawcap;
+        } else {
+            PyMem_RawFree(raw);
+        }
+    }
+    if (_PyBytes_Resize(&data, (Py_ssize_t)written) < 0) {
+        Py_DECREF(starts);
+        return NULL;
+    }
+    return Py_BuildValue("(NKKN)", data, end, n, starts);
 }
 
 static PyObject *Lines_close(Lines *self, PyObject *unused) {
@@ -645,7 +738,7 @@ static PyObject *Lines_received(Lines *self, PyObject *const *args, Py_ssize_t n
 }
 
 static PyMemberDef Lines_members[] = {
-    {"total", T_ULONGLONG, offsetof(Lines, total), READONLY, "bytes ever appended"},
+    {"total", T_ULONGLONG, offsetof(Lines, total), READONLY, "frames ever appended"},
     {"dropped", T_ULONGLONG, offsetof(Lines, dropped), READONLY, "frames dropped: buffer full"},
     {"pending", T_ULONGLONG, offsetof(Lines, lines), READONLY, "lines not taken yet"},
     {NULL, 0, 0, 0, NULL},
@@ -658,7 +751,7 @@ static PyMethodDef Lines_methods[] = {
      "bind_tap(clock, secrets_from, declined): what received() uses"},
     {"received", (PyCFunction)(void (*)(void))Lines_received, METH_FASTCALL,
      "received(conn, payload): append, or declined(conn, payload, offset)"},
-    {"take", (PyCFunction)Lines_take, METH_NOARGS, "take() -> (data, end, lines)"},
+    {"take", (PyCFunction)Lines_take, METH_NOARGS, "take() -> (data, end, lines, starts)"},
     {"close", (PyCFunction)Lines_close, METH_NOARGS, "discard every later append"},
     {NULL, NULL, 0, NULL},
 };
