@@ -148,15 +148,12 @@ class Recorder:
 
     def received(self, conn: str, payload: bytes) -> None:
         # With the C buffer, start() shadows this method with Lines.received, which does the
-        # same in one call (the tap's cost is a tenth of a trade's on the reader).
+        # same in one call: a copy of the frame; the writer's take() scans and formats it.
         lines = self._lines
         if lines is not None:
-            if lines.append(payload, conn, _monotonic(), redact._secrets):
-                return
-            offset = lines.total  # declined (maybe a credential): the scrubbing path
-        else:
-            offset = 0
-        self._declined(conn, payload, offset)
+            lines.append(payload, conn, _monotonic())
+            return
+        self._declined(conn, payload, 0)
 
     def _declined(self, conn: str, payload: bytes, offset: int) -> None:
         """A frame for the writer's general (scrubbing) path: queued with its offset."""
@@ -225,7 +222,7 @@ class Recorder:
                     _CREDENTIAL_WORDS,
                     self._max_bytes,
                 )
-                self._lines.bind_tap(_monotonic, redact, self._declined)
+                self._lines.bind_tap(_monotonic)
                 self.received = self._lines.received  # type: ignore[method-assign]
             self._worker.start()
 
@@ -282,13 +279,15 @@ class Recorder:
     def _drain(self) -> None:
         lines = self._lines
         starts: Any = ()
+        declined: List[Tuple[int, str, bytes, float]] = []
         if lines is not None:
-            # the C buffer's lines (formatted by take() with the GIL released); an event's
-            # offset counts the frames appended before it, starts[i] is where the i-th
-            # frame's line begins in data
-            data, end, count, raw_starts = lines.take()
+            # the C buffer's lines (scanned and formatted by take() with the GIL released);
+            # an event's offset counts the frames appended before it, starts[i] is where the
+            # i-th frame's line begins in data; the declined frames (maybe a credential, or
+            # not UTF-8) have no line there and take the general path below, in their place
+            data, end, count, raw_starts, declined = lines.take(redact._secrets)
             starts = memoryview(raw_starts).cast("q")
-            self.written += count
+            self.written += count - len(declined)
         else:
             data, end, count = b"", 0, 0
         first = end - count  # the offset of the first frame taken
@@ -301,6 +300,13 @@ class Recorder:
             if q[0][4] > end:  # queued after the lines taken: the next round's
                 break
             batch.append(popleft())
+        if declined:
+            # frame i comes after the events queued at offset i (before it arrived): sorted
+            # by (offset, queued first), stable
+            mine = [("recv", conn, payload, m, first + i) for i, conn, payload, m in declined]
+            flagged = [(item[4], 0, item) for item in batch] + [(it[4], 1, it) for it in mine]
+            flagged.sort(key=lambda f: (f[0], f[1]))
+            batch = [f[2] for f in flagged]
         view = memoryview(data)
         chunks: List[Any] = []
         text: List[str] = []  # general-path lines not yet encoded into chunks

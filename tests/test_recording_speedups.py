@@ -25,10 +25,15 @@ def _lines(rec: recording.Recorder) -> Any:
 
 
 def _check(rec: recording.Recorder, lines: Any, payload: bytes, conn: str, m: float) -> str:
-    """Append one frame to the C buffer; it must write exactly the pure path's line, or decline
-    exactly the frames the pure path scrubs (or encodes as base64)."""
-    accepted = lines.append(payload, conn, m, redact._secrets)  # type: ignore[attr-defined]
-    data, _end, count, _starts = lines.take()  # type: ignore[attr-defined]
+    """Append one frame to the C buffer; take() must write exactly the pure path's line, or
+    decline exactly the frames the pure path scrubs (or encodes as base64)."""
+    lines.append(payload, conn, m)  # type: ignore[attr-defined]
+    data, _end, frames, _starts, declined = lines.take(redact._secrets)  # type: ignore[attr-defined]
+    assert frames == 1
+    accepted = not declined
+    count = frames - len(declined)
+    if declined:
+        assert declined == [(0, conn, payload, m)]
     py: List[str] = []
     rec._recv_lines_py([("recv", conn, payload, m, 0)], py)
     try:
@@ -111,9 +116,9 @@ def test_the_word_scan_finds_exactly_the_words_of_any_set(
             payload.decode("utf-8")
         except UnicodeDecodeError:
             expected = True  # declined as not UTF-8
-        accepted = lines.append(payload, "c", 0.0, ())  # type: ignore[attr-defined]
-        lines.take()  # type: ignore[attr-defined]
-        assert accepted == (not expected), (words, payload)
+        lines.append(payload, "c", 0.0)  # type: ignore[attr-defined]
+        declined = lines.take(())[4]  # type: ignore[attr-defined]
+        assert bool(declined) == expected, (words, payload)
 
 
 def test_credentials_take_the_scrubbing_path(tmp_path: Path) -> None:
@@ -132,27 +137,30 @@ def test_credentials_take_the_scrubbing_path(tmp_path: Path) -> None:
     assert "abcdefgh1234" not in out and "s3cr3t-value-xyz" not in out and "zzzzzzzz" not in out
     assert "abcdefghijk" not in out
     redact.forget("s3cr3t-value-xyz")
-    # a secret forgotten is a new tuple: the buffer sees the change on its next append
-    assert lines.append(b'{"echo":"s3cr3t-value-xyz"}', "user", 1.0, redact._secrets)
+    # a secret forgotten is a new tuple: the buffer sees the change on its next take
+    lines.append(b'{"echo":"s3cr3t-value-xyz"}', "user", 1.0)
+    assert lines.take(redact._secrets)[4] == []
 
 
 def test_the_buffer_drops_and_counts_at_its_limit_and_keeps_offsets() -> None:
     lines = recording._recfast.Lines(0.0, 0.0, recording._CREDENTIAL_WORDS, 4096)
     frame = b'{"p":"' + b"x" * 100 + b'"}'
-    accepted = sum(lines.append(frame, "public-0", 1.0, ()) for _ in range(100))
-    assert accepted == 100  # dropped frames count as handled: never queued elsewhere
+    for _ in range(100):
+        lines.append(frame, "public-0", 1.0)
     assert 0 < lines.pending < 100 and lines.dropped == 100 - lines.pending
-    data, end, count, starts = lines.take()
+    data, end, count, starts, declined = lines.take(())
+    assert declined == []
     assert count == data.count(b"\n") == lines.total == end  # offsets count frames
     # where each line starts, for the writer to place queued events between them
     begins = [0] + [i + 1 for i in range(len(data) - 1) if data[i : i + 1] == b"\n"]
     assert memoryview(starts).cast("q").tolist() == begins
     assert lines.pending == 0
-    lines.append(frame, "public-0", 1.0, ())
-    data2, end2, count2, _ = lines.take()
+    lines.append(frame, "public-0", 1.0)
+    data2, end2, count2, _, _ = lines.take(())
     assert end2 == end + 1 and count2 == 1 and data2.count(b"\n") == 1
     lines.close()
-    assert lines.append(frame, "public-0", 1.0, ()) and lines.take()[2] == 0
+    lines.append(frame, "public-0", 1.0)
+    assert lines.take(())[2] == 0
 
 
 def test_take_reports_the_offset_of_what_it_took_while_readers_append_meanwhile() -> None:
@@ -169,14 +177,14 @@ def test_take_reports_the_offset_of_what_it_took_while_readers_append_meanwhile(
         for _ in range(300_000):
             if stop.is_set():
                 return
-            lines.append(frame, "public-0", 1.0, ())
+            lines.append(frame, "public-0", 1.0)
 
     t = threading.Thread(target=reader)
     t.start()
     end_before, takes, took = 0, 0, 0
     try:
         while t.is_alive() or lines.pending:
-            data, end, count, _starts = lines.take()
+            data, end, count, _starts, _declined = lines.take(())
             assert end == end_before + count and data.count(b"\n") == count
             end_before, takes, took = end, takes + 1, took + count
     finally:
@@ -360,29 +368,26 @@ def test_received_is_the_recorders_tap_in_one_call(tmp_path: Path) -> None:
 
     rec = recording.Recorder(str(tmp_path / "x.jsonl"))
     ticks = iter([5.0, 6.0, 7.0, 8.0])
-    declined: List[Any] = []
     by_append, by_received = _lines(rec), _lines(rec)
     with pytest.raises(RuntimeError, match="before bind_tap"):
         by_received.received("public-0", b"{}")
-    by_received.bind_tap(lambda: next(ticks), redact, lambda *a: declined.append(a))
+    by_received.bind_tap(lambda: next(ticks))
     frames = [b'{"a":"x\\"y"}', b'{"listenKey":"abc"}', "\u00e9".encode(), b"\xff"]
     for m, frame in zip([5.0, 6.0, 7.0, 8.0], frames):
         assert by_received.received("public-0", frame) is None
-        if not by_append.append(frame, "public-0", m, redact._secrets):
-            declined.append(("want", "public-0", frame, by_append.total))
-    # the same lines, and the declined frames handed over with the same offsets
-    assert by_received.take()[:2] == by_append.take()[:2]
-    got = [d for d in declined if d[0] != "want"]
-    want = [d[1:] for d in declined if d[0] == "want"]
-    assert got == want and len(got) == 2
+        by_append.append(frame, "public-0", m)
+    # the same lines, and the same frames declined (a credential word, not UTF-8)
+    got, want = by_received.take(redact._secrets), by_append.take(redact._secrets)
+    assert got[:3] == want[:3] and bytes(got[3]) == bytes(want[3]) and got[4] == want[4]
+    assert [d[0] for d in got[4]] == [1, 3] and got[4][0] == (1, "public-0", frames[1], 6.0)
     # after close(): nothing, and nothing of the recorder is held any more
     by_received.close()
     assert by_received.received("public-0", b"{}") is None
-    assert by_received.take()[2] == 0
+    assert by_received.take(())[2] == 0
 
     rec.start()
     assert rec.received == rec._lines.received  # the C method is the tap
-    rec.received("public-0", b'{"topic":"t","token":"s3cr3t"}')  # declined: the queue
+    rec.received("public-0", b'{"topic":"t","token":"s3cr3t"}')  # declined by take(): scrubbed
     rec.received("public-0", b'{"topic":"t"}')
     rec.stop()
     text = (tmp_path / "x.jsonl").read_text()

@@ -363,8 +363,6 @@ typedef struct {
     PyObject *secrets_seen;      /* the tuple of str last passed */
     PyObject *secret_bytes;      /* ... and its values as UTF-8 bytes */
     PyObject *clock;             /* bind_tap: time.monotonic */
-    PyObject *secrets_from;      /* ... the dict of the module whose _secrets is the tuple */
-    PyObject *declined;          /* ... declined(conn, payload, offset): the general path */
 } Lines;
 
 static int Lines_init(Lines *self, PyObject *args, PyObject *kw) {
@@ -429,8 +427,6 @@ static int Lines_init(Lines *self, PyObject *args, PyObject *kw) {
 
 static void Lines_unbind(Lines *self) {
     Py_CLEAR(self->clock);
-    Py_CLEAR(self->secrets_from);
-    Py_CLEAR(self->declined);
 }
 
 static void Lines_dealloc(Lines *self) {
@@ -531,35 +527,23 @@ static Py_ssize_t escape(const unsigned char *s, Py_ssize_t len, char *out) {
 #endif
 }
 
-/* append(payload, conn, mono, secrets) -> bool
- * Appends one received frame (for take() to format into its line). True: done (or dropped
- * and counted because the buffer is at its limit, or discarded after close()). False: the
- * frame needs the general path (not UTF-8, or it may hold a credential): nothing appended. */
+/* append(payload, conn, mono): one received frame, copied for take() to scan and format
+ * (dropped and counted when the buffer is at its limit; discarded after close()). */
 static PyObject *Lines_append(Lines *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyFloat_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "append(payload: bytes, conn: str, mono: float, secrets: tuple)");
+    if (nargs != 3 || !PyBytes_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyFloat_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "append(payload: bytes, conn: str, mono: float)");
         return NULL;
     }
-    if (self->closed) Py_RETURN_TRUE;
-    if (Lines_secrets(self, args[3]) < 0) return NULL;
+    if (self->closed) Py_RETURN_NONE;
     const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(args[0]);
     Py_ssize_t len = PyBytes_GET_SIZE(args[0]);
     Py_ssize_t clen;
     const char *conn = PyUnicode_AsUTF8AndSize(args[1], &clen);
     if (conn == NULL) return NULL;
-    if (self->W.nw && has_word(s, len, &self->W)) Py_RETURN_FALSE;
-    PyObject *sb = self->secret_bytes;
-    for (Py_ssize_t w = 0; w < PyTuple_GET_SIZE(sb); w++) {
-        PyObject *x = PyTuple_GET_ITEM(sb, w);
-        if (has_bytes(s, len, (const unsigned char *)PyBytes_AS_STRING(x), PyBytes_GET_SIZE(x)))
-            Py_RETURN_FALSE;
-    }
-    /* not UTF-8: declined here (the line's escaping, on the writer, may not fail) */
-    if (!valid_utf8(s, len) || !valid_utf8((const unsigned char *)conn, clen)) Py_RETURN_FALSE;
     size_t need = REC_HEAD + (size_t)clen + (size_t)len;
     if (self->limit && self->len + need > self->limit) {  /* the writer is not keeping up */
         self->dropped++;
-        Py_RETURN_TRUE;
+        Py_RETURN_NONE;
     }
     if (self->len + need > self->cap) {
         if (self->buf == NULL && self->spare != NULL) {
@@ -588,24 +572,50 @@ static PyObject *Lines_append(Lines *self, PyObject *const *args, Py_ssize_t nar
     self->bound += LINE_BOUND((size_t)clen, (size_t)len);
     self->total++;
     self->lines++;
-    Py_RETURN_TRUE;
+    Py_RETURN_NONE;
+}
+
+/* What take() scans every frame for, held for the time the GIL is released. */
+typedef struct {
+    const words_t *W;
+    const unsigned char **sp;  /* the remembered secrets, as UTF-8 */
+    Py_ssize_t *sl;
+    Py_ssize_t ns;
+} scan_t;
+
+/* Must this frame take the general (scrubbing) path: not UTF-8, or maybe a credential? */
+static int declines(const unsigned char *conn, size_t clen, const unsigned char *s, size_t len,
+                    const scan_t *scan) {
+    if (scan->W->nw && has_word(s, (Py_ssize_t)len, scan->W)) return 1;
+    for (Py_ssize_t w = 0; w < scan->ns; w++)
+        if (has_bytes(s, (Py_ssize_t)len, scan->sp[w], scan->sl[w])) return 1;
+    return !valid_utf8(s, (Py_ssize_t)len) || !valid_utf8(conn, (Py_ssize_t)clen);
 }
 
 /* Formats the records in raw[0:rawlen] into their lines at out (room for their bound), the
- * start of each line in starts; returns the bytes written. No Python API: take() calls it
- * with the GIL released. */
+ * start of each line in starts; a declined frame gets no line (its start is the next one's)
+ * and its index and place in raw go to decl / decl_at. Returns the bytes written. No Python
+ * API: take() calls it with the GIL released. */
 static size_t format_records(const char *raw, size_t rawlen, char *out, long long *starts,
-                             double base_ms, double mono0) {
-    size_t pos = 0, at = 0, i = 0;
+                             double base_ms, double mono0, const scan_t *scan, size_t *decl,
+                             size_t *decl_at, size_t *ndecl) {
+    size_t pos = 0, at = 0, i = 0, nd = 0;
     while (at < rawlen) {
         double m;
         uint32_t lens[2];
+        size_t here = at;
         memcpy(&m, raw + at, sizeof m);
         memcpy(lens, raw + at + sizeof m, sizeof lens);
         const unsigned char *conn = (const unsigned char *)raw + at + REC_HEAD;
         const unsigned char *text = conn + lens[0];
         at += REC_HEAD + lens[0] + lens[1];
-        starts[i++] = (long long)pos;
+        starts[i] = (long long)pos;
+        if (declines(conn, lens[0], text, lens[1], scan)) {
+            decl[nd] = i++;
+            decl_at[nd++] = here;
+            continue;
+        }
+        i++;
         memcpy(out + pos, "{\"t\":", 5);
         pos += 5;
         pos += put_ll(out + pos, (long long)(base_ms + m * 1000.0));
@@ -614,21 +624,50 @@ static size_t format_records(const char *raw, size_t rawlen, char *out, long lon
         pos += put_ll(out + pos, (long long)((m - mono0) * 1e6));
         memcpy(out + pos, ",\"conn\":\"", 9);
         pos += 9;
-        pos += (size_t)escape(conn, lens[0], out + pos);  /* valid UTF-8: append checked it */
+        pos += (size_t)escape(conn, lens[0], out + pos);  /* valid UTF-8: checked above */
         memcpy(out + pos, "\",\"ev\":\"recv\",\"text\":\"", 22);
         pos += 22;
         pos += (size_t)escape(text, lens[1], out + pos);
         memcpy(out + pos, "\"}\n", 3);
         pos += 3;
     }
+    *ndecl = nd;
     return pos;
 }
 
-/* take() -> (data, end, lines, starts): the lines of the frames appended since the last take,
- * the offset (in frames) just past them, how many there are, and where each line starts in
- * data (native 8-byte integers: memoryview(starts).cast("q")). The escaping, the bulk of a
- * line's cost, runs here on the writer's thread with the GIL released, not on the reader. */
-static PyObject *Lines_take(Lines *self, PyObject *unused) {
+/* The declined frames as (index, conn, payload, mono), from their records in raw. */
+static PyObject *declined_list(const char *raw, const size_t *decl, const size_t *decl_at,
+                               size_t nd) {
+    PyObject *list = PyList_New((Py_ssize_t)nd);
+    if (list == NULL) return NULL;
+    for (size_t k = 0; k < nd; k++) {
+        double m;
+        uint32_t lens[2];
+        const char *rec = raw + decl_at[k];
+        memcpy(&m, rec, sizeof m);
+        memcpy(lens, rec + sizeof m, sizeof lens);
+        PyObject *item = Py_BuildValue("(nNNd)", (Py_ssize_t)decl[k],
+                                       PyUnicode_DecodeUTF8(rec + REC_HEAD, lens[0], "strict"),
+                                       PyBytes_FromStringAndSize(rec + REC_HEAD + lens[0], lens[1]),
+                                       m);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)k, item);
+    }
+    return list;
+}
+
+/* take(secrets) -> (data, end, frames, starts, declined): the lines of the frames appended
+ * since the last take, the offset (in frames) just past them, how many frames that is, where
+ * each frame's line starts in data (native 8-byte integers: memoryview(starts).cast("q")),
+ * and the frames for the general (scrubbing) path as (index, conn, payload, mono): not UTF-8,
+ * or holding a credential word or one of `secrets` (a tuple of str). The scan and the
+ * escaping, nearly all of a line's cost, run here on the writer's thread with the GIL
+ * released, not on the reader. */
+static PyObject *Lines_take(Lines *self, PyObject *secrets) {
+    if (Lines_secrets(self, secrets) < 0) return NULL;
     char *raw = self->buf;
     size_t rawlen = self->len, rawcap = self->cap, bound = self->bound;
     /* the offset past these frames: read now, as the readers go on appending while the GIL
@@ -637,22 +676,41 @@ static PyObject *Lines_take(Lines *self, PyObject *unused) {
     self->buf = NULL;
     self->len = self->cap = self->bound = 0;
     self->lines = 0;
+    PyObject *sb = self->secret_bytes;  /* kept alive while the GIL is released */
+    Py_INCREF(sb);
+    Py_ssize_t ns = PyTuple_GET_SIZE(sb);
     PyObject *data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)bound);
     PyObject *starts = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * sizeof(long long)));
-    if (data == NULL || starts == NULL) {
-        Py_XDECREF(data);
-        Py_XDECREF(starts);
-        PyMem_RawFree(raw);
+    size_t *decl = PyMem_RawMalloc((n ? n : 1) * 2 * sizeof(size_t));
+    const unsigned char **sp = PyMem_RawMalloc((ns ? ns : 1) * sizeof *sp);
+    Py_ssize_t *sl = PyMem_RawMalloc((ns ? ns : 1) * sizeof *sl);
+    PyObject *result = NULL;
+    if (data == NULL || starts == NULL || decl == NULL || sp == NULL || sl == NULL) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
         self->dropped += n;  /* lost: counted, as when the buffer is full */
-        return NULL;
+        goto done;
     }
-    size_t written;
+    for (Py_ssize_t w = 0; w < ns; w++) {
+        PyObject *x = PyTuple_GET_ITEM(sb, w);
+        sp[w] = (const unsigned char *)PyBytes_AS_STRING(x);
+        sl[w] = PyBytes_GET_SIZE(x);
+    }
+    scan_t scan = {&self->W, sp, sl, ns};
+    size_t written, nd = 0;
     double base_ms = self->base_ms, mono0 = self->mono0;
     char *out = PyBytes_AS_STRING(data);  /* ours alone until we return it */
     long long *at = (long long *)PyBytes_AS_STRING(starts);
     Py_BEGIN_ALLOW_THREADS
-    written = format_records(raw, rawlen, out, at, base_ms, mono0);
+    written = format_records(raw, rawlen, out, at, base_ms, mono0, &scan, decl, decl + n, &nd);
     Py_END_ALLOW_THREADS
+    PyObject *declined = declined_list(raw, decl, decl + n, nd);
+    if (declined == NULL) goto done;
+    if (_PyBytes_Resize(&data, (Py_ssize_t)written) < 0) {  /* data is NULL after a failure */
+        Py_DECREF(declined);
+        goto done;
+    }
+    result = Py_BuildValue("(OKKON)", data, end, n, starts, declined);
+done:
     if (raw != NULL) {
         if (self->spare == NULL && rawcap <= (size_t)4 << 20) {  /* after a burst: freed */
             self->spare = raw;
@@ -661,80 +719,50 @@ static PyObject *Lines_take(Lines *self, PyObject *unused) {
             PyMem_RawFree(raw);
         }
     }
-    if (_PyBytes_Resize(&data, (Py_ssize_t)written) < 0) {
-        Py_DECREF(starts);
-        return NULL;
-    }
-    return Py_BuildValue("(NKKN)", data, end, n, starts);
+    PyMem_RawFree(decl);
+    PyMem_RawFree(sp);
+    PyMem_RawFree(sl);
+    Py_XDECREF(data);
+    Py_XDECREF(starts);
+    Py_DECREF(sb);
+    return result;
 }
 
 static PyObject *Lines_close(Lines *self, PyObject *unused) {
     self->closed = 1;
-    Lines_unbind(self);  /* declined is the recorder's method: no cycle outlives the close */
+    Lines_unbind(self);
     Py_RETURN_NONE;
 }
 
-/* bind_tap(clock, secrets_from, declined): what received() needs. */
-static PyObject *Lines_bind_tap(Lines *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyCallable_Check(args[0]) || !PyModule_Check(args[1]) ||
-        !PyCallable_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "bind_tap(clock, secrets_from: module, declined)");
+/* bind_tap(clock): the clock received() reads (time.monotonic). */
+static PyObject *Lines_bind_tap(Lines *self, PyObject *clock) {
+    if (!PyCallable_Check(clock)) {
+        PyErr_SetString(PyExc_TypeError, "bind_tap(clock)");
         return NULL;
     }
-    PyObject *dict = PyModule_GetDict(args[1]);  /* borrowed */
-    if (dict == NULL) return NULL;
-    Py_INCREF(args[0]);
-    Py_XSETREF(self->clock, args[0]);
-    Py_INCREF(dict);
-    Py_XSETREF(self->secrets_from, dict);
-    Py_INCREF(args[2]);
-    Py_XSETREF(self->declined, args[2]);
+    Py_INCREF(clock);
+    Py_XSETREF(self->clock, clock);
     Py_RETURN_NONE;
 }
 
-static PyObject *s_secrets;
-
-/* received(conn, payload): the recorder's Tap.received in one call. What Recorder.received
- * does in Python: append(payload, conn, clock(), secrets_from._secrets), and on a decline
- * declined(conn, payload, total). After close(): nothing. */
+/* received(conn, payload): the recorder's Tap.received in one call, append(payload, conn,
+ * clock()). After close(): nothing. */
 static PyObject *Lines_received(Lines *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "received(conn, payload)");
         return NULL;
     }
     if (self->closed) Py_RETURN_NONE;
-    if (self->declined == NULL) {
+    if (self->clock == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "received() before bind_tap()");
         return NULL;
     }
     PyObject *mono = PyObject_CallNoArgs(self->clock);
     if (mono == NULL) return NULL;
-    /* the module's dict (bind_tap): one lookup instead of a module getattr */
-    PyObject *secrets = PyDict_GetItemWithError(self->secrets_from, s_secrets);
-    if (secrets == NULL) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "_secrets");
-        Py_DECREF(mono);
-        return NULL;
-    }
-    Py_INCREF(secrets);
-    PyObject *argv[4] = {args[1], args[0], mono, secrets};
-    PyObject *done = Lines_append(self, argv, 4);
+    PyObject *argv[3] = {args[1], args[0], mono};
+    PyObject *r = Lines_append(self, argv, 3);
     Py_DECREF(mono);
-    Py_DECREF(secrets);
-    if (done == NULL) return NULL;
-    int appended = done == Py_True;
-    Py_DECREF(done);
-    if (appended) Py_RETURN_NONE;
-    PyObject *offset = PyLong_FromUnsignedLongLong(self->total);
-    if (offset == NULL) return NULL;
-    PyObject *declined = self->declined;
-    Py_INCREF(declined);  /* it may close() us */
-    PyObject *r = PyObject_CallFunctionObjArgs(declined, args[0], args[1], offset, NULL);
-    Py_DECREF(declined);
-    Py_DECREF(offset);
-    if (r == NULL) return NULL;
-    Py_DECREF(r);
-    Py_RETURN_NONE;
+    return r;
 }
 
 static PyMemberDef Lines_members[] = {
@@ -747,11 +775,11 @@ static PyMemberDef Lines_members[] = {
 static PyMethodDef Lines_methods[] = {
     {"append", (PyCFunction)(void (*)(void))Lines_append, METH_FASTCALL,
      "append(payload, conn, mono, secrets) -> bool"},
-    {"bind_tap", (PyCFunction)(void (*)(void))Lines_bind_tap, METH_FASTCALL,
-     "bind_tap(clock, secrets_from, declined): what received() uses"},
+    {"bind_tap", (PyCFunction)Lines_bind_tap, METH_O, "bind_tap(clock): what received() reads"},
     {"received", (PyCFunction)(void (*)(void))Lines_received, METH_FASTCALL,
-     "received(conn, payload): append, or declined(conn, payload, offset)"},
-    {"take", (PyCFunction)Lines_take, METH_NOARGS, "take() -> (data, end, lines, starts)"},
+     "received(conn, payload): append(payload, conn, clock())"},
+    {"take", (PyCFunction)Lines_take, METH_O,
+     "take(secrets) -> (data, end, frames, starts, declined)"},
     {"close", (PyCFunction)Lines_close, METH_NOARGS, "discard every later append"},
     {NULL, NULL, 0, NULL},
 };
@@ -1125,7 +1153,7 @@ PyMODINIT_FUNC PyInit__recfast(void) {
     struct { PyObject **slot; const char *name; } names[] = {
         {&s_open_now, "_open_now"}, {&s_failed, "_failed"}, {&s_messages, "messages"},
         {&s_bytes_closed, "_bytes_closed"}, {&s_report, "_report"}, {&s_mono, "_mono"},
-        {&s_t_ms, "_t_ms"}, {&s_secrets, "_secrets"}, {&s_actions, "actions"},
+        {&s_t_ms, "_t_ms"}, {&s_actions, "actions"},
     };
     for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
         *names[k].slot = PyUnicode_InternFromString(names[k].name);
