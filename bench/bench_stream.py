@@ -35,6 +35,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.sender import SYMBOL, SenderProcess, stream_bytes, url_for
 from bench.workload import check_book, expected_book
 
+# ``SIXMM_BENCH_TREE=DIR`` runs another checkout's ``sixmm`` under this tree's bench scripts
+# (``bench/compare.py --against``); this tree's ``bench`` package is imported above, first.
+TREE = os.environ.get("SIXMM_BENCH_TREE", "")
+if TREE and TREE not in sys.path:
+    sys.path.insert(0, TREE)
+
 LEVELS = 5000  # the sender's default snapshot depth per side
 MIN_SENDER_RATIO = 20.0  # the sender must deliver >= 20x L, or the run is invalid
 
@@ -376,8 +382,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.dispatchers:
         global DISPATCHERS
         DISPATCHERS = tuple(args.dispatchers.split(","))
+    import sixmm
     from sixmm import _json
 
+    if TREE and not os.path.abspath(sixmm.__file__).startswith(os.path.abspath(TREE) + os.sep):
+        print(f"SIXMM_BENCH_TREE={TREE} but sixmm came from {sixmm.__file__}", file=sys.stderr)
+        return 2
     backend = _json.BACKEND
     if backend != args.json:
         print(f"asked for {args.json} but sixmm uses {backend}", file=sys.stderr)

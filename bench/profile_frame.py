@@ -21,10 +21,9 @@ import time
 from typing import Any, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import bench.bench_stream  # noqa: F401  # this tree's bench scripts, whichever sixmm runs
-
-if os.environ.get("SIXMM_BENCH_TREE"):  # bench_instructions.py --against: another sixmm
-    sys.path.insert(0, os.environ["SIXMM_BENCH_TREE"])
+# this tree's bench scripts, whichever sixmm runs; bench_stream puts SIXMM_BENCH_TREE (another
+# checkout's sixmm, bench_instructions.py --against) first on sys.path
+import bench.bench_stream  # noqa: F401
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -58,3 +58,31 @@ def test_bench_instructions_reads_the_reader_threads_count(tmp_path: Path) -> No
     assert bench_instructions._reader_instructions(str(tmp_path), "x.out") == 120
     with pytest.raises(RuntimeError, match="no reader thread"):
         bench_instructions._reader_instructions(str(tmp_path), "y.out")
+
+
+def test_bench_stream_refuses_a_sixmm_from_another_tree(tmp_path: Path) -> None:
+    import subprocess
+
+    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench", "bench_stream.py")
+    env = {**os.environ, "SIXMM_BENCH_TREE": str(tmp_path)}  # holds no sixmm: ours is found
+    proc = subprocess.run(
+        [sys.executable, script, "--quick"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert "but sixmm came from" in proc.stderr
+
+
+def test_compare_summary_pairs_quotients_and_leaves_invalid_pairs_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench import compare
+
+    fig = compare._summary([1.2, None, 0.9, 1.0], [1.0, 0.8, 1.0, 0.5])
+    assert fig["pairs"] == 3 and fig["invalid_pairs"] == 1
+    assert fig["median"] == 1.2 and fig["min"] == 0.9 and fig["max"] == 2.0
+    assert fig["won"] == 2
+    with pytest.raises(SystemExit, match="every pair was invalid"):
+        compare._summary([None], [1.0])
+    with pytest.raises(SystemExit):
+        compare.main(["--against", compare.ROOT])
+    assert "--against names this tree" in capsys.readouterr().err
