@@ -33,7 +33,7 @@ import logging
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
-from sixmm.protocol.book import BookState, Outcome, PriceQty
+from sixmm.protocol.book import BookState, Outcome, PriceQty, fast_apply
 from sixmm.protocol.depth import DepthMsg
 
 __all__ = ["OrderBook"]
@@ -178,7 +178,7 @@ class OrderBook:
         with self._lock:
             state = self._state
             before = state.version
-            outcome = state.apply(msg)
+            outcome = fast_apply(state, msg)
             if outcome is _SNAPSHOT:
                 self._synced_cond.notify_all()
             if self._observer is not None:

@@ -142,8 +142,11 @@ def op_st(draw: st.DrawFn) -> Tuple[Any, ...]:
     return (kind, link, draw(levels_st), draw(levels_st))
 
 
-def run_op(book: BookState, op: Tuple[Any, ...], cur: int) -> Tuple[Any, int]:
-    """Apply one op; returns (what it returned or raised, the new stream version)."""
+def run_op(
+    book: BookState, op: Tuple[Any, ...], cur: int, apply: Optional[Callable[..., Any]] = None
+) -> Tuple[Any, int]:
+    """Apply one op (messages through ``apply(book, msg)``, by default the method); returns
+    (what it returned or raised, the new stream version)."""
     kind = op[0]
     if kind == "expect":
         return attempt(book.expect_snapshot), cur
@@ -170,7 +173,9 @@ def run_op(book: BookState, op: Tuple[Any, ...], cur: int) -> Tuple[Any, int]:
         m = msg("update", cur + 1, bids, asks, prev=cur - 1)
     else:
         m = msg("update", cur + 1, bids, asks)
-    return attempt(lambda: book.apply(m)), max(cur, m.end or cur)
+    if apply is None:
+        return attempt(lambda: book.apply(m)), max(cur, m.end or cur)
+    return attempt(apply, book, m), max(cur, m.end or cur)
 
 
 # -- the two implementations agree --------------------------------------------------------------
@@ -180,15 +185,21 @@ def run_op(book: BookState, op: Tuple[Any, ...], cur: int) -> Tuple[Any, int]:
 @settings(max_examples=500, deadline=None)
 @given(st.lists(op_st(), min_size=1, max_size=40))
 def test_c_and_pure_books_agree_on_random_streams(ops: List[Tuple[Any, ...]]) -> None:
+    # fast.apply (the C side updates), fast_apply on a C book (the whole update in C) and on
+    # a pure book (the method itself), against the pure reference
     fast, pure = pair()
+    whole, pure2 = pair()
+    fast_apply = book_module.fast_apply
+    assert fast_apply is not BookState.apply
     cur = 0
     for op in ops:
-        got, new = run_op(fast, op, cur)
-        want, _ = run_op(pure, op, cur)
+        want, new = run_op(pure, op, cur)
+        assert run_op(fast, op, cur)[0] == want, op
+        assert run_op(whole, op, cur, fast_apply)[0] == want, op
+        assert run_op(pure2, op, cur, fast_apply)[0] == want, op
         cur = new
-        assert got == want, op
-        assert state(fast) == state(pure), op
-        assert fast.top(1000) == pure.top(1000)
+        assert state(fast) == state(whole) == state(pure2) == state(pure), op
+        assert fast.top(1000) == whole.top(1000) == pure2.top(1000) == pure.top(1000)
 
 
 @needs_c
@@ -203,7 +214,7 @@ def test_c_and_pure_books_agree_after_a_synced_snapshot(
         book.apply(msg("snapshot", 1, snapshot, snapshot[::-1], start=1))
     for version, (bids, asks) in enumerate(updates, start=2):
         m = msg("update", version, bids, asks, start=version)
-        assert attempt(fast.apply, m) == attempt(pure.apply, m)
+        assert attempt(book_module.fast_apply, fast, m) == attempt(pure.apply, m)
         assert state(fast) == state(pure)
         assert fast.top(5) == pure.top(5)
 
@@ -413,6 +424,51 @@ def test_no_references_leak_on_the_hot_paths() -> None:
         _bookside.update(side, [("99.500", "0")])  # a zero for a level not there: nothing
     assert "99.5" not in side.by_str and len(side.keys) == 1
     assert counts() == before
+
+
+@needs_c
+def test_no_references_leak_in_the_c_apply() -> None:
+    fast_apply = book_module.fast_apply
+    book = BookState("X", speedups=True)
+    book.apply(msg("snapshot", 10**6, [("100.0", "1")], [("101.0", "1")], start=1))
+    held = [book, book._bids, book._asks, book._bids._fast, Outcome.APPLIED, Outcome.CROSSED]
+    msgs = []
+    for i in range(1, 201):
+        v = 10**6 + i
+        bids = [("99.5", "2"), ("99.5", "0")] if i % 2 else [("99.7", str(i))]
+        msgs.append(msg("update", v, bids, [("101.0", str(i))], start=v))
+    crossing = msg("update", 10**6 + 201, [("102.0", "1")], [], start=10**6 + 201)
+    held += [m.end for m in msgs] + [crossing]
+
+    def counts() -> List[int]:
+        return [sys.getrefcount(obj) for obj in held]
+
+    before = counts()
+    for m in msgs:
+        assert fast_apply(book, m) is Outcome.APPLIED
+    assert fast_apply(book, crossing) is Outcome.CROSSED and not book.synced
+    assert fast_apply(book, msgs[0]) is Outcome.IGNORED  # the method's answer
+    book.version = None  # let go of the last endVersion it took
+    assert counts() == before
+
+
+@needs_c
+def test_the_c_apply_leaves_a_subclass_to_the_method() -> None:
+    class Traced(BookState):
+        __slots__ = ("calls",)
+
+        def apply(self, m: DepthMsg) -> Outcome:
+            self.calls = getattr(self, "calls", 0) + 1
+            return super().apply(m)
+
+    book = Traced("X", speedups=True)
+    book_module.fast_apply(book, msg("snapshot", 1, [("1.0", "1")], [("2.0", "1")], start=1))
+    # BookState.apply itself ran (not the override: fast_apply is BookState.apply's twin)
+    assert book.synced and not hasattr(book, "calls")
+    assert book_module.fast_apply(book, msg("update", 2, [("1.5", "1")], start=2)) is (
+        Outcome.APPLIED
+    )
+    assert book.top(1)[0][0][0] == Decimal("1.5")
 
 
 @needs_c

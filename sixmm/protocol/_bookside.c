@@ -33,6 +33,9 @@
  * Operations happen in the same order as in the pure code, so an exception (propagated as
  * is) leaves the side exactly as the pure code would have left it.
  *
+ * apply(state, msg) is BookState.apply with its common case (an update that continues a synced
+ * book) in C and everything else handed to the pure method; see bookside_apply.
+ *
  * best(side, n) returns the n best levels as (Decimal, Decimal) pairs, building and caching
  * them in the entries exactly like the pure code (n < 0 or a non-int n: the pure code).
  *
@@ -42,6 +45,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h> /* T_OBJECT_EX, for the slot offsets apply() reads */
 
 /* entry slots, as in book.py */
 enum { E_PRICE = 0, E_QTY = 1, E_PAIR = 2, E_KEY = 3, E_PRICE_DEC = 4, E_SIZE = 5 };
@@ -225,14 +229,11 @@ side_close(Side *s)
     Py_CLEAR(s->fast);
 }
 
-/* Read side._fast: 0, 1 if it is not the layout this module knows (then only the pure code
- * knows what to do), or -1 with an exception set. */
+/* Take side._fast (a new reference, stolen): 0, or 1 if it is not the layout this module
+ * knows (then only the pure code knows what to do). */
 static int
-side_open(Side *s, PyObject *side)
+side_open_with(Side *s, PyObject *side, PyObject *fast)
 {
-    PyObject *fast = PyObject_GetAttr(side, str_fast);
-    if (fast == NULL)
-        return -1;
     s->side = side;
     s->fast = fast;
     if (!PyTuple_CheckExact(fast) || PyTuple_GET_SIZE(fast) != 5)
@@ -249,6 +250,17 @@ side_open(Side *s, PyObject *side)
 other:
     side_close(s);
     return 1;
+}
+
+/* Read side._fast: 0, 1 if it is not the layout this module knows, or -1 with an exception
+ * set. */
+static int
+side_open(Side *s, PyObject *side)
+{
+    PyObject *fast = PyObject_GetAttr(side, str_fast);
+    if (fast == NULL)
+        return -1;
+    return side_open_with(s, side, fast);
 }
 
 /* A known price string with a non-zero quantity: entry[1] = qty; entry[2] = None. */
@@ -509,20 +521,22 @@ PyDoc_STRVAR(update_doc,
 "update(side, levels)\n--\n\n"
 "_BookSide.update(side, levels), with the common cases in C (see book.py).");
 
+/* update(side, levels) for one side (fast: side._fast if the caller has it, borrowed, or
+ * NULL): None, or NULL with an exception set. */
 static PyObject *
-bookside_update(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+side_update(PyObject *side, PyObject *fast, PyObject *levels)
 {
     Side s;
-    PyObject *levels, *it, *level;
-    int rc = 0;
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "update() takes 2 arguments (%zd given)", nargs);
-        return NULL;
+    PyObject *it, *level;
+    int rc;
+    if (fast != NULL) {
+        Py_INCREF(fast);
+        rc = side_open_with(&s, side, fast);
+    } else {
+        rc = side_open(&s, side);
     }
-    rc = side_open(&s, args[0]);
     if (rc != 0)
-        return rc < 0 ? NULL : PyObject_CallMethodObjArgs(args[0], str_update, args[1], NULL);
-    levels = args[1];
+        return rc < 0 ? NULL : PyObject_CallMethodObjArgs(side, str_update, levels, NULL);
     if (PyList_CheckExact(levels)) {
         prefetch_levels(&s, levels);
         /* what a list iterator does, without allocating one: the size is read every time */
@@ -543,6 +557,272 @@ bookside_update(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (rc < 0 || PyErr_Occurred())
         return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *
+bookside_update(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "update() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    return side_update(args[0], NULL, args[1]);
+}
+
+/* -- apply(state, msg): BookState.apply's common case ---------------------------------------
+ * An update of a synced book that continues it (startVersion == version + 1, or <= version + 1
+ * for the first update after a snapshot, endVersion > version), every field the exact type
+ * parse_depth makes: both sides updated by side_update, then version, _first and applied set
+ * and the crossed check made, in the pure code's order. Anything else (a snapshot, an unsynced
+ * book, a stale update, a gap, an update without startVersion, a pure-Python book, a subclass,
+ * versions beyond 63 bits) is BookState.apply itself, before anything is touched. The slots
+ * of BookState and DepthMsg are read at their offsets (bind() resolves them once): the
+ * attribute protocol would cost what this saves. */
+
+enum {
+    S_SYNCED, S_VERSION, S_FIRST, S_ARMED, S_UPDATE, S_BIDS, S_ASKS, S_APPLIED, S_CROSSED,
+    S_COUNT
+};
+static const char *state_slots[S_COUNT] = {
+    "synced", "version", "_first", "_armed", "_update", "_bids", "_asks", "applied", "crossed",
+};
+enum { M_KIND, M_START, M_END, M_BIDS, M_ASKS, M_COUNT };
+static const char *msg_slots[M_COUNT] = {"kind", "start", "end", "bids", "asks"};
+
+static PyTypeObject *state_type, *msg_type, *side_type;
+static Py_ssize_t state_off[S_COUNT], msg_off[M_COUNT], side_fast_off;
+static PyObject *apply_py, *outcome_applied, *outcome_crossed, *str_update_kind;
+static PyObject *str_invalidate, *one;
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* The offset of slot ``name`` of ``type``: 0, or -1 with an exception set. */
+static int
+slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *off)
+{
+    PyObject *d = PyObject_GetAttrString((PyObject *)type, name);
+    if (d == NULL)
+        return -1;
+    int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+             ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
+    if (ok)
+        *off = ((PyMemberDescrObject *)d)->d_member->offset;
+    Py_DECREF(d);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", type->tp_name, name);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(bind_doc,
+"bind(BookState, DepthMsg, _BookSide, BookState.apply, Outcome.APPLIED, Outcome.CROSSED)\n--\n\n"
+"Tell apply() the classes it serves (book.py calls it once).");
+
+static PyObject *
+bookside_bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 6 || !PyType_Check(args[0]) || !PyType_Check(args[1]) ||
+        !PyType_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "bind(state_type, msg_type, side_type, apply, applied, crossed)");
+        return NULL;
+    }
+    Py_ssize_t soff[S_COUNT], moff[M_COUNT], foff;
+    for (int i = 0; i < S_COUNT; i++)
+        if (slot_offset((PyTypeObject *)args[0], state_slots[i], &soff[i]) < 0)
+            return NULL;
+    for (int i = 0; i < M_COUNT; i++)
+        if (slot_offset((PyTypeObject *)args[1], msg_slots[i], &moff[i]) < 0)
+            return NULL;
+    if (slot_offset((PyTypeObject *)args[2], "_fast", &foff) < 0)
+        return NULL;
+    memcpy(state_off, soff, sizeof soff);
+    memcpy(msg_off, moff, sizeof moff);
+    side_fast_off = foff;
+    PyObject **targets[6] = {
+        (PyObject **)&state_type, (PyObject **)&msg_type, (PyObject **)&side_type,
+        &apply_py, &outcome_applied, &outcome_crossed,
+    };
+    for (int i = 0; i < 6; i++) {
+        Py_INCREF(args[i]);
+        Py_XSETREF(*targets[i], args[i]);
+    }
+    Py_RETURN_NONE;
+}
+
+/* 1 if v is an exact int in [0, 2**63), stored in *out; else 0 (no exception). */
+static int
+small_version(PyObject *v, long long *out)
+{
+    if (v == NULL || !PyLong_CheckExact(v))
+        return 0;
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || x < 0 || x == LLONG_MAX) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+/* 1 if the book is crossed (best bid key >= -(best ask key)), 0 if not, -1 on error; bf and
+ * af are the sides' _fast tuples (already checked by side_update's side_open_with). */
+static int
+is_crossed(PyObject *bf, PyObject *af)
+{
+    PyObject *bk = PyTuple_GET_ITEM(bf, 3), *ak = PyTuple_GET_ITEM(af, 3);
+    if (!PyList_GET_SIZE(bk) || !PyList_GET_SIZE(ak))
+        return 0;
+    PyObject *b = PyList_GET_ITEM(bk, PyList_GET_SIZE(bk) - 1);
+    PyObject *a = PyList_GET_ITEM(ak, PyList_GET_SIZE(ak) - 1);
+    if (PyFloat_CheckExact(b) && PyFloat_CheckExact(a))
+        return PyFloat_AS_DOUBLE(b) >= -PyFloat_AS_DOUBLE(a);
+    Py_INCREF(b);
+    Py_INCREF(a);
+    PyObject *na = PyNumber_Negative(a);
+    int rc = na == NULL ? -1 : PyObject_RichCompareBool(b, na, Py_GE);
+    Py_XDECREF(na);
+    Py_DECREF(a);
+    Py_DECREF(b);
+    return rc;
+}
+
+/* The _fast tuple of a side, borrowed, if it has the layout apply() knows; else NULL. */
+static PyObject *
+fast_of(PyObject *side)
+{
+    if (side == NULL || Py_TYPE(side) != side_type)
+        return NULL;
+    PyObject *fast = SLOT(side, side_fast_off);
+    if (fast == NULL || !PyTuple_CheckExact(fast) || PyTuple_GET_SIZE(fast) != 5 ||
+        !PyList_CheckExact(PyTuple_GET_ITEM(fast, 3)))
+        return NULL;
+    return fast;
+}
+
+/* state.<slot> = value (a new reference, stolen). */
+static void
+slot_set(PyObject *obj, Py_ssize_t off, PyObject *value)
+{
+    PyObject *old = SLOT(obj, off);
+    SLOT(obj, off) = value;
+    Py_XDECREF(old);
+}
+
+PyDoc_STRVAR(apply_doc,
+"apply(state, msg)\n--\n\n"
+"BookState.apply(state, msg), with the common update in C (see book.py).");
+
+static PyObject *
+bookside_apply(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "apply() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *state = args[0], *msg = args[1];
+    if (apply_py == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_bookside.bind() was not called");
+        return NULL;
+    }
+    if (Py_TYPE(state) != state_type || Py_TYPE(msg) != msg_type)
+        goto pure;
+    PyObject *kind = SLOT(msg, msg_off[M_KIND]);
+    PyObject *armed = SLOT(state, state_off[S_ARMED]);
+    if (kind == NULL || armed == NULL)
+        goto pure;
+    if (kind == Py_None) {
+        if (armed != Py_False)
+            goto pure; /* the awaited snapshot */
+    } else if (kind != str_update_kind &&
+               !(PyUnicode_CheckExact(kind) &&
+                 PyUnicode_Compare(kind, str_update_kind) == 0)) {
+        goto pure; /* a snapshot (or an error from the comparison) */
+    }
+    if (SLOT(state, state_off[S_SYNCED]) != Py_True)
+        goto pure;
+    PyObject *update = SLOT(state, state_off[S_UPDATE]);
+    if (update == NULL || !PyCFunction_Check(update) ||
+        PyCFunction_GET_FUNCTION(update) != (PyCFunction)(void (*)(void))bookside_update)
+        goto pure; /* a pure-Python book */
+    long long v, start, end;
+    if (!small_version(SLOT(state, state_off[S_VERSION]), &v) ||
+        !small_version(SLOT(msg, msg_off[M_END]), &end) ||
+        !small_version(SLOT(msg, msg_off[M_START]), &start))
+        goto pure;
+    if (end <= v)
+        goto pure; /* stale */
+    PyObject *first = SLOT(state, state_off[S_FIRST]);
+    if (first == Py_True ? !(start <= v + 1) : (first != Py_False || start != v + 1))
+        goto pure; /* a gap (or a state this code does not know) */
+    PyObject *bids = SLOT(state, state_off[S_BIDS]), *asks = SLOT(state, state_off[S_ASKS]);
+    PyObject *mbids = SLOT(msg, msg_off[M_BIDS]), *masks = SLOT(msg, msg_off[M_ASKS]);
+    PyObject *applied = SLOT(state, state_off[S_APPLIED]);
+    PyObject *bf = fast_of(bids), *af = fast_of(asks);
+    if (bf == NULL || af == NULL || mbids == NULL || masks == NULL || applied == NULL ||
+        !PyList_CheckExact(mbids) || !PyList_CheckExact(masks) || !PyLong_CheckExact(applied))
+        goto pure;
+    /* held: a callback into Python from an unusual level may run any code */
+    Py_INCREF(bids);
+    Py_INCREF(asks);
+    Py_INCREF(bf);
+    Py_INCREF(af);
+    Py_INCREF(mbids);
+    Py_INCREF(masks);
+    PyObject *result = NULL;
+    PyObject *r;
+    if (PyList_GET_SIZE(mbids)) {
+        if ((r = side_update(bids, bf, mbids)) == NULL)
+            goto done;
+        Py_DECREF(r);
+    }
+    if (PyList_GET_SIZE(masks)) {
+        if ((r = side_update(asks, af, masks)) == NULL)
+            goto done;
+        Py_DECREF(r);
+    }
+    PyObject *end_obj = SLOT(msg, msg_off[M_END]);
+    PyObject *next = PyNumber_Add(SLOT(state, state_off[S_APPLIED]), one);
+    if (next == NULL)
+        goto done;
+    Py_INCREF(end_obj);
+    slot_set(state, state_off[S_VERSION], end_obj);
+    Py_INCREF(Py_False);
+    slot_set(state, state_off[S_FIRST], Py_False);
+    slot_set(state, state_off[S_APPLIED], next);
+    int crossed = is_crossed(bf, af);
+    if (crossed < 0)
+        goto done;
+    if (crossed) {
+        PyObject *c = SLOT(state, state_off[S_CROSSED]);
+        PyObject *c1 = c == NULL ? NULL : PyNumber_Add(c, one);
+        if (c1 == NULL)
+            goto done;
+        slot_set(state, state_off[S_CROSSED], c1);
+        r = PyObject_CallMethodNoArgs(state, str_invalidate);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+        result = outcome_crossed;
+    } else {
+        result = outcome_applied;
+    }
+    Py_INCREF(result);
+done:
+    Py_DECREF(masks);
+    Py_DECREF(mbids);
+    Py_DECREF(af);
+    Py_DECREF(bf);
+    Py_DECREF(asks);
+    Py_DECREF(bids);
+    return result;
+pure:
+    return PyObject_CallFunctionObjArgs(apply_py, state, msg, NULL);
 }
 
 /* -- load(levels): a snapshot ------------------------------------------------------------
@@ -886,6 +1166,8 @@ static PyMethodDef bookside_methods[] = {
     {"update", (PyCFunction)(void (*)(void))bookside_update, METH_FASTCALL, update_doc},
     {"best", (PyCFunction)(void (*)(void))bookside_best, METH_FASTCALL, best_doc},
     {"load", (PyCFunction)(void (*)(void))bookside_load, METH_FASTCALL, load_doc},
+    {"apply", (PyCFunction)(void (*)(void))bookside_apply, METH_FASTCALL, apply_doc},
+    {"bind", (PyCFunction)(void (*)(void))bookside_bind, METH_FASTCALL, bind_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -927,7 +1209,10 @@ PyInit__bookside(void)
         intern(&str_remove_other, "_remove_other_spelling") < 0 ||
         intern(&str_update, "update") < 0 || intern(&str_best, "best") < 0 ||
         intern(&str_load, "load") < 0 || intern(&str_load_levels, "_load_levels") < 0 ||
-        intern(&str_loaded, "_loaded") < 0)
+        intern(&str_loaded, "_loaded") < 0 || intern(&str_update_kind, "update") < 0 ||
+        intern(&str_invalidate, "invalidate") < 0)
+        return NULL;
+    if ((one = PyLong_FromLong(1)) == NULL)
         return NULL;
     if (import_attr(&decimal_type, "decimal", "Decimal") < 0 ||
         import_attr(&bisect_left_fn, "bisect", "bisect_left") < 0 ||

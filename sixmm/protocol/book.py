@@ -484,3 +484,12 @@ class _BookSide:
 
     def levels(self) -> Dict[str, str]:
         return {price: entry[_QTY] for price, entry in self.by_str.items()}
+
+
+fast_apply: Callable[[BookState, DepthMsg], Outcome] = BookState.apply
+"""``BookState.apply(state, msg)``; with the C extension, its common case (an update that
+continues a synced C-backed book) runs in C and everything else is the method itself. The
+live book's hot path; :meth:`BookState.apply` stays the reference it is tested against."""
+if _speedups is not None and hasattr(_speedups, "bind"):
+    _speedups.bind(BookState, DepthMsg, _BookSide, BookState.apply, _APPLIED, _CROSSED)
+    fast_apply = _speedups.apply
