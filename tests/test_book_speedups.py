@@ -696,3 +696,29 @@ def test_a_c_snapshot_load_never_tracks_an_entry(monkeypatch: pytest.MonkeyPatch
     assert (True, 0) in seen and (False, 3002) in seen  # bids of the C book / the pure one
     assert state(fast) == state(pure) and fast.top(20) == pure.top(20)
     assert not any(gc.is_tracked(e) for e in fast._bids.by_str.values())
+
+
+@needs_c
+def test_the_c_apply_sets_the_end_version_it_read_before_python_code_ran(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another spelling of a present level goes through side._set (Python); a _set that
+    # rewrites the message must not change the version set, as in the pure code.
+    original = book_module._BookSide._set
+    victim: List[DepthMsg] = []
+
+    def meddling_set(self: Any, *args: Any) -> Any:
+        if victim:
+            victim[0].end = 999
+        return original(self, *args)
+
+    monkeypatch.setattr(book_module._BookSide, "_set", meddling_set)
+    results = []
+    for speedups in (True, False):
+        book = BookState("X", speedups=speedups)
+        book.apply(msg("snapshot", 1, [("100.0", "1")], [("101.0", "1")], start=1))
+        m = msg("update", 2, [("100.00", "2")], start=2)  # another spelling of 100.0
+        victim[:] = [m]
+        outcome = book_module.fast_apply(book, m)
+        results.append((outcome, book.version, book.levels(), book.applied))
+    assert results[0] == results[1] == (Outcome.APPLIED, 2, ({"100.00": "2"}, {"101.0": "1"}), 1)

@@ -713,6 +713,20 @@ slot_set(PyObject *obj, Py_ssize_t off, PyObject *value)
     Py_XDECREF(old);
 }
 
+/* state.<slot> + 1 (a new reference), re-read after the updates (Python code may have run):
+ * NULL with an exception set if the slot is gone or the addition fails. */
+static PyObject *
+counter_plus_one(PyObject *state, int slot)
+{
+    PyObject *value = SLOT(state, state_off[slot]);
+    if (value == NULL) {
+        PyErr_Format(PyExc_AttributeError, "'%s' object has no attribute '%s'",
+                     Py_TYPE(state)->tp_name, state_slots[slot]);
+        return NULL;
+    }
+    return PyNumber_Add(value, one);
+}
+
 PyDoc_STRVAR(apply_doc,
 "apply(state, msg)\n--\n\n"
 "BookState.apply(state, msg), with the common update in C (see book.py).");
@@ -767,7 +781,10 @@ bookside_apply(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (bf == NULL || af == NULL || mbids == NULL || masks == NULL || applied == NULL ||
         !PyList_CheckExact(mbids) || !PyList_CheckExact(masks) || !PyLong_CheckExact(applied))
         goto pure;
-    /* held: a callback into Python from an unusual level may run any code */
+    /* held: a callback into Python from an unusual level may run any code (the version set
+     * is the endVersion read here, as the pure code reads it before the updates) */
+    PyObject *end_obj = SLOT(msg, msg_off[M_END]);
+    Py_INCREF(end_obj);
     Py_INCREF(bids);
     Py_INCREF(asks);
     Py_INCREF(bf);
@@ -786,8 +803,7 @@ bookside_apply(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         Py_DECREF(r);
     }
-    PyObject *end_obj = SLOT(msg, msg_off[M_END]);
-    PyObject *next = PyNumber_Add(SLOT(state, state_off[S_APPLIED]), one);
+    PyObject *next = counter_plus_one(state, S_APPLIED);
     if (next == NULL)
         goto done;
     Py_INCREF(end_obj);
@@ -799,8 +815,7 @@ bookside_apply(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (crossed < 0)
         goto done;
     if (crossed) {
-        PyObject *c = SLOT(state, state_off[S_CROSSED]);
-        PyObject *c1 = c == NULL ? NULL : PyNumber_Add(c, one);
+        PyObject *c1 = counter_plus_one(state, S_CROSSED);
         if (c1 == NULL)
             goto done;
         slot_set(state, state_off[S_CROSSED], c1);
@@ -814,6 +829,7 @@ bookside_apply(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_INCREF(result);
 done:
+    Py_DECREF(end_obj);
     Py_DECREF(masks);
     Py_DECREF(mbids);
     Py_DECREF(af);
