@@ -316,6 +316,103 @@ def test_masked_server_frames_are_refused_when_strict() -> None:
     assert error_of(data, accept_masked=False).code == 1002
 
 
+# -- the C fast path gives what the pure decoder gives -------------------------------------
+
+needs_c_frames = pytest.mark.skipif(
+    framing._c_text_frame is None, reason="the _wirefast C extension is not built"
+)
+
+Outcome = Tuple[List[Item], Optional[Tuple[int, str]], int]
+
+
+def outcome_of(data: bytes, cuts: List[int], c_path: bool, **opts: int) -> Outcome:
+    """The items, the error (code, message) if any, and the bytes left buffered, when ``data``
+    is fed cut at ``cuts`` with or without the C fast path."""
+    saved = framing._c_text_frame
+    if not c_path:
+        framing._c_text_frame = None
+    try:
+        dec = FrameDecoder(**opts)  # type: ignore[arg-type]
+        out: List[Item] = []
+        last = 0
+        try:
+            for cut in [*sorted({c for c in cuts if 0 < c < len(data)}), len(data)]:
+                dec.feed(data[last:cut])
+                last = cut
+                while True:
+                    item = dec.next_frame()
+                    if item is None:
+                        break
+                    out.append(item)
+        except FrameError as exc:
+            return out, (exc.code, str(exc)), dec.buffered
+        return out, None, dec.buffered
+    finally:
+        framing._c_text_frame = saved
+
+
+ascii_text = st.text(st.characters(max_codepoint=127), max_size=400).map(str.encode)
+
+
+@st.composite
+def mixed_streams(draw: st.DrawFn) -> bytes:
+    """Mostly plain text frames (the fast path's case, at every length class and around
+    the limits), mixed with streams() and a few flipped bytes."""
+    wire = b""
+    for _ in range(draw(st.integers(1, 8))):
+        kind = draw(st.sampled_from(["plain", "plain", "long", "utf8", "stream"]))
+        if kind == "plain":
+            wire += frame(draw(ascii_text))
+        elif kind == "long":
+            wire += frame(b"q" * draw(st.sampled_from([125, 126, 127, 300, 65535, 65536])))
+        elif kind == "utf8":
+            wire += frame(draw(text_payloads))
+        else:
+            wire += draw(streams())[0]
+    if wire and draw(st.booleans()):
+        raw = bytearray(wire)
+        for _ in range(draw(st.integers(1, 3))):
+            raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
+        wire = bytes(raw)
+    return wire
+
+
+@needs_c_frames
+@settings(max_examples=300, deadline=None)
+@given(
+    mixed_streams(),
+    st.lists(st.integers(0, 140_000), max_size=20),
+    st.sampled_from([70_000, 300, 126, 125, 10]),
+)
+def test_the_c_fast_path_gives_what_the_python_one_gives(
+    wire: bytes, cuts: List[int], max_frame: int
+) -> None:
+    python = outcome_of(wire, cuts, False, max_frame_bytes=max_frame)
+    assert outcome_of(wire, cuts, True, max_frame_bytes=max_frame) == python
+
+
+@needs_c_frames
+def test_the_c_fast_path_takes_only_plain_text_frames() -> None:
+    take = framing._c_text_frame
+    assert take is not None
+    body = b"x" * 300
+    buf = bytearray(b"??" + frame(b"hello") + frame(body))
+    assert take(buf, 2, 1000) == b"hello"
+    assert take(buf, 2 + 7, 1000) == body
+    assert take(buf, 2 + 7, 299) is None  # over the limit: the pure path raises 1009
+    assert take(bytearray(frame(body)[:-1]), 0, 1000) is None  # not whole yet
+    assert take(bytearray(frame(b"h\xc3\xa9")), 0, 1000) is None  # not ASCII
+    assert take(bytearray(frame(b"hi", mask=b"abcd")), 0, 1000) is None  # masked
+    assert take(bytearray(frame(b"hi", fin=False)), 0, 1000) is None  # a fragment
+    assert take(bytearray(frame(b"hi", opcode=OP_BINARY)), 0, 1000) is None
+    assert take(bytearray(frame(b"q" * 70_000)), 0, 100_000) is None  # 64-bit length
+    assert take(bytearray(b"\xc1\x02hi"), 0, 1000) is None  # RSV1 set
+    assert take(bytearray(b"\x81"), 0, 1000) is None
+    assert take(bytearray(b"\x81\x02hi"), 5, 1000) is None  # past the end
+    with pytest.raises(TypeError):
+        take(b"\x81\x02hi", 0, 1000)  # type: ignore[arg-type]
+
+
 # -- purity ------------------------------------------------------------------------------
 
 FORBIDDEN = {

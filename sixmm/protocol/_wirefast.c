@@ -1,5 +1,5 @@
 /*
- * sixmm.protocol._wirefast -- the fast paths of decoding a frame into models, in C.
+ * sixmm.protocol._wirefast -- the fast paths of reading a frame into models, in C.
  *
  * decode_push(text, loads, max_bytes, max_depth, Push) is frames.decode's common case: exact
  * bytes within max_bytes, with at most max_depth opening brackets (so never too deep), that
@@ -29,6 +29,12 @@
  * cls(...), Decimal(...) or str.upper() raise (MemoryError), so it never rejects what the
  * pure code accepts nor accepts what it rejects.
  *
+ * text_frame(buf, pos, max_frame) is framing.FrameDecoder's common case: at buf[pos:] (buf a
+ * bytearray) a whole final unmasked text frame (first byte 0x81: no RSV bits) with a 7- or
+ * 16-bit length of at most max_frame, whose payload is all ASCII (so valid UTF-8). It returns
+ * the payload as bytes; in every other case (a partial frame, another opcode, a 64-bit
+ * length, a non-ASCII byte...) None, and the pure decoder, the reference, takes the frame.
+ *
  * bind(which, cls, names) lets trades() and decode_push() fill a Trade or a Push slot by
  * slot instead of calling the class (attrs' frozen __init__ calls object.__setattr__ once per
  * field: half of the C trade path); models.py and frames.py bind only classes whose
@@ -39,6 +45,9 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
 
 #include "structmember.h" /* T_OBJECT_EX, READONLY */
 
@@ -109,6 +118,57 @@ opens(PyObject *module, PyObject *data)
     if (!PyBytes_CheckExact(data))
         return PyLong_FromLong(-1);
     return PyLong_FromSsize_t(count_opens(data));
+}
+
+/* -- text_frame ------------------------------------------------------------------------ */
+
+/* 1 when p[0:n] has no byte >= 0x80: eight bytes at a time, then the tail. */
+static int
+all_ascii(const unsigned char *p, Py_ssize_t n)
+{
+    uint64_t acc = 0, word;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&word, p + i, 8);
+        acc |= word;
+    }
+    for (; i < n; i++)
+        acc |= p[i];
+    return (acc & UINT64_C(0x8080808080808080)) == 0;
+}
+
+static PyObject *
+text_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    const unsigned char *p;
+    Py_ssize_t pos, max_frame, avail, n, start;
+    (void)module;
+    if (nargs != 3 || !PyByteArray_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "text_frame(buf, pos, max_frame): a bytearray, two ints");
+        return NULL;
+    }
+    pos = PyLong_AsSsize_t(args[1]);
+    max_frame = PyLong_AsSsize_t(args[2]);
+    if ((pos == -1 || max_frame == -1) && PyErr_Occurred())
+        return NULL;
+    avail = PyByteArray_GET_SIZE(args[0]) - pos;
+    if (pos < 0 || avail < 2)
+        Py_RETURN_NONE;
+    p = (const unsigned char *)PyByteArray_AS_STRING(args[0]) + pos;
+    if (p[0] != 0x81)
+        Py_RETURN_NONE;
+    n = p[1]; /* the mask bit set makes n >= 128: not taken here */
+    if (n < 126)
+        start = 2;
+    else if (n == 126 && avail >= 4) {
+        n = ((Py_ssize_t)p[2] << 8) | p[3];
+        start = 4;
+    }
+    else
+        Py_RETURN_NONE;
+    if (start + n > avail || n > max_frame || !all_ascii(p + start, n))
+        Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)p + start, n);
 }
 
 /* -- trades ----------------------------------------------------------------------------- */
@@ -407,6 +467,9 @@ static PyMethodDef methods[] = {
     {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL,
      "bind(which, cls, names): let trades() ('trade') or decode_push() ('push') fill cls's "
      "slots (names, in the order of the values) directly."},
+    {"text_frame", (PyCFunction)(void (*)(void))text_frame, METH_FASTCALL,
+     "text_frame(buf, pos, max_frame) -> the payload of a whole final unmasked ASCII text "
+     "frame at buf[pos:], or None: see framing.FrameDecoder."},
     {"opens", (PyCFunction)opens, METH_O,
      "opens(data) -> how many b'{' and b'[' the bytes hold (-1: not exact bytes)."},
     {"trades", (PyCFunction)(void (*)(void))trades, METH_FASTCALL,
@@ -416,7 +479,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "sixmm.protocol._wirefast",
-    "Fast paths of frames.decode and models._trades, in C (optional).", -1, methods,
+    "Fast paths of framing, frames.decode and models._trades, in C (optional).", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -16,6 +16,10 @@ Text payloads stay ``bytes`` (the JSON parser wants bytes) but are UTF-8-validat
 decoded once; a fragmented text message goes through an incremental decoder so that invalid
 UTF-8 fails on the fragment that carries it, not at the end.
 
+The common frame (whole, final, unmasked, ASCII text, 7- or 16-bit length) takes one call
+into the optional C extension ``_wirefast`` when it is built; the pure path is the reference
+it is tested against.
+
 Each header is parsed once (a partial frame keeps its parsed header while the payload trickles
 in); unmasking is one big-integer XOR, not a per-byte loop. The encoder side builds the masked
 frames a client must send.
@@ -31,6 +35,7 @@ import struct
 from typing import Callable, Optional, Tuple
 
 from sixmm.errors import ProtocolError
+from sixmm.protocol._speedups import load as load_extension
 
 __all__ = [
     "CLOSE_INVALID_DATA",
@@ -75,6 +80,10 @@ _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 _Header = Tuple[bool, int, int, int, bytes]  # fin, opcode, payload length, header length, mask
 _Utf8Decoder = Callable[[bytes, bool], str]
+
+_wirefast = load_extension("_wirefast")
+#: the fast path in C (``_wirefast.text_frame``), None without the extension
+_c_text_frame = getattr(_wirefast, "text_frame", None)
 
 
 class FrameError(ProtocolError):
@@ -225,23 +234,31 @@ class FrameDecoder:
         """The next complete data message or control frame as ``(opcode, payload)``, or
         ``None`` when more bytes are needed. Raises :class:`FrameError`."""
         # Fast path: a whole unfragmented text frame with a 7- or 16-bit length, unmasked, no
-        # RSV bits, no message in progress (the common case): slice it out.
+        # RSV bits, no message in progress (the common case): slice it out. In C when built
+        # (one call: header, bounds and the ASCII check), else the same test in Python.
         buf = self._buf
         pos = self._pos
-        if self._head is None and not self._frag_op and len(buf) - pos >= 2 and buf[pos] == 0x81:
-            n = buf[pos + 1]
-            start = 0
-            if n < 126:
-                start = pos + 2
-            elif n == 126 and len(buf) - pos >= 4:
-                n = (buf[pos + 2] << 8) | buf[pos + 3]
-                start = pos + 4
-            if start and start + n <= len(buf) and n <= self._max_frame:
-                end = start + n
-                payload = bytes(buf[start:end])
-                if payload.isascii():  # else: validated (and failed) on the general path
-                    self._pos = end
+        if self._head is None and not self._frag_op:
+            if _c_text_frame is not None:
+                payload = _c_text_frame(buf, pos, self._max_frame)
+                if payload is not None:
+                    n = len(payload)
+                    self._pos = pos + n + (2 if n < 126 else 4)
                     return OP_TEXT, payload
+            elif len(buf) - pos >= 2 and buf[pos] == 0x81:
+                n = buf[pos + 1]
+                start = 0
+                if n < 126:
+                    start = pos + 2
+                elif n == 126 and len(buf) - pos >= 4:
+                    n = (buf[pos + 2] << 8) | buf[pos + 3]
+                    start = pos + 4
+                if start and start + n <= len(buf) and n <= self._max_frame:
+                    end = start + n
+                    payload = bytes(buf[start:end])
+                    if payload.isascii():  # else: validated (and failed) on the general path
+                        self._pos = end
+                        return OP_TEXT, payload
         return self._next_slow()
 
     # -- the general path -----------------------------------------------------------------
