@@ -26,10 +26,12 @@ import logging
 import re
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from sixmm.config import DEFAULT_ACK_TIMEOUT
+from sixmm.config import DEFAULT_ACK_TIMEOUT, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_JSON_DEPTH
 from sixmm.errors import ProtocolError, SubscriptionError, TopicSilent
+from sixmm.protocol import depth as _depth
+from sixmm.protocol import frames as _frames
 from sixmm.protocol.book import Outcome
-from sixmm.protocol.depth import parse_depth
+from sixmm.protocol.depth import DepthMsg, parse_depth
 from sixmm.protocol.engine import (
     Deliver,
     EngineBase,
@@ -102,6 +104,10 @@ class PublicEngine(EngineBase):
         super().__init__(deliver, lane, wall_offset)
         self._ids = ids
         self._decode = decode
+        # the default decode's C common case is called from receive() itself: one Python
+        # frame less per message (the module attributes are read per call, so switching the
+        # C paths off in frames/depth switches them off here too)
+        self._direct = decode is _frames.decode
         self._ack_timeout = ack_timeout
         self._liveness = liveness
         self.routes: Dict[str, Any] = {}  # topic -> Route; replaced on change, never mutated
@@ -191,7 +197,19 @@ class PublicEngine(EngineBase):
 
     def receive(self, payload: bytes, now: float) -> None:
         """One inbound data message (the hot path)."""
-        event = self._decode(payload)
+        event: Any = None
+        c_decode = _frames._c_decode
+        if self._direct and c_decode is not None and payload.__class__ is bytes:
+            try:
+                event = c_decode(
+                    payload, _frames._loads, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_JSON_DEPTH, Push
+                )
+                if event is not None and event.__class__ is not Push:
+                    event = _frames._event(event[0], payload)
+            except Exception:  # decode() meets it again and makes it a Malformed
+                event = None
+        if event is None:
+            event = self._decode(payload)
         if event.__class__ is Push:
             push: Push = event
             route = self.routes.get(push.topic)
@@ -232,7 +250,7 @@ class PublicEngine(EngineBase):
             return
         cls = event.__class__
         if cls is Ack:
-            self._on_ack(event, now)  # type: ignore[arg-type]
+            self._on_ack(event, now)
         elif cls is Pong:
             self.pongs += 1
         else:
@@ -311,7 +329,15 @@ class PublicEngine(EngineBase):
     def _on_depth(self, route: Any, push: Push, now: float) -> None:
         book = route.book
         try:
-            msg = parse_depth(push.data, push.snapshot, book._known if book is not None else None)
+            msg = None
+            c_parse = _depth._c_parse
+            if c_parse is not None and _depth._c_levels is not None:  # parse_depth's C case
+                known = _depth._NO_PRICES if book is None else book._known
+                msg = c_parse(push.data, push.snapshot, known[0], known[1], DepthMsg)
+            if msg is None:
+                msg = parse_depth(
+                    push.data, push.snapshot, book._known if book is not None else None
+                )
             if book is not None and msg.symbol is not None and msg.symbol != book.symbol:
                 raise ProtocolError(f"symbol {msg.symbol!r} on the {book.symbol} depth topic")
         except ProtocolError as exc:
