@@ -30,10 +30,11 @@
  * pure code accepts nor accepts what it rejects.
  *
  * text_frame(buf, pos, max_frame) is framing.FrameDecoder's common case: at buf[pos:] (buf a
- * bytearray) a whole final unmasked text frame (first byte 0x81: no RSV bits) with a 7- or
- * 16-bit length of at most max_frame, whose payload is all ASCII (so valid UTF-8). It returns
- * the payload as bytes; in every other case (a partial frame, another opcode, a 64-bit
- * length, a non-ASCII byte...) None, and the pure decoder, the reference, takes the frame.
+ * bytearray) a whole final unmasked text frame (first byte 0x81: no RSV bits) with a 7-bit
+ * or a minimal 16-bit length of at most max_frame, whose payload is all ASCII (so valid
+ * UTF-8). It returns the payload as bytes; in every other case (a partial frame, another
+ * opcode, a 64-bit length, a non-ASCII byte...) None, and the pure decoder, the reference,
+ * takes the frame.
  *
  * bind(which, cls, names) lets trades() and decode_push() fill a Trade or a Push slot by
  * slot instead of calling the class (attrs' frozen __init__ calls object.__setattr__ once per
@@ -162,6 +163,10 @@ text_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         start = 2;
     else if (n == 126 && avail >= 4) {
         n = ((Py_ssize_t)p[2] << 8) | p[3];
+        /* a non-minimal length (under 126 in the 16-bit form) goes to the pure path: the
+         * caller finds the header's size from the payload's length */
+        if (n < 126)
+            Py_RETURN_NONE;
         start = 4;
     }
     else
