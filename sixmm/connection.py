@@ -36,7 +36,12 @@ from .transport import ConnectionClosed, FrameTimeout, Transport
 TURN_WAIT = 0.02
 #: frames at least this large are fed with the cyclic collector paused (Session.on_message)
 QUIET_GC_BYTES = 16384
+#: a reader busy with large frames lets other threads run this often (Connection._read_frames)
+YIELD_AFTER = 0.004
+#: ... for this long (a sleep with the GIL released, long enough for a waiting thread to wake)
+YIELD_FOR = 0.0002
 _gc_isenabled, _gc_disable, _gc_enable = gc.isenabled, gc.disable, gc.enable
+_monotonic, _sleep = time.monotonic, time.sleep  # real time (any injected clock aside)
 
 __all__ = ["Connection", "Session"]
 
@@ -247,6 +252,7 @@ class Connection:
         self.state = ConnState.IDLE
         # statistics (written by the reader thread only)
         self.messages = 0
+        self.yields = 0  # pauses to let other threads run (a storm of large frames)
         self.connects = 0
         self.reconnects = 0
         self.failed_attempts = 0
@@ -352,6 +358,7 @@ class Connection:
         return {
             "state": self.state.name,
             "messages": self.messages,
+            "yields": self.yields,
             "bytes": self.bytes_in,
             "connects": self.connects,
             "reconnects": self.reconnects,
@@ -592,6 +599,7 @@ class Connection:
         tap = self._tap
         completed = False  # a frame completed since the clock was last read
         held = False
+        yielded_at = _monotonic()
         while not stop.is_set():
             item = next_frame()
             if item is None:  # the buffer holds no complete frame: read the socket
@@ -629,4 +637,13 @@ class Connection:
                     apply(self)
             else:
                 on_message(self, payload)
+                # A storm of large frames (snapshots) keeps the data ready: this thread gives
+                # the GIL up at every socket read, but takes it back before a waiting thread
+                # wakes, and every such hand-over restarts that thread's switch interval (5 ms)
+                # before it may ask for the GIL: a GUI's main thread waited 40 ms and more.
+                # A real pause, its turn still held (the other readers wait), lets it run.
+                if _monotonic() - yielded_at > YIELD_AFTER:
+                    _sleep(YIELD_FOR)
+                    yielded_at = _monotonic()
+                    self.yields += 1
         return "stopped"

@@ -549,3 +549,36 @@ def test_a_large_frame_is_fed_with_the_collector_paused(sandbox: Sandbox) -> Non
     with pytest.raises(RuntimeError):
         session.on_message(conn, big)
     assert gc.isenabled()  # restored even when feeding fails
+
+
+def test_a_reader_busy_with_large_frames_lets_other_threads_run(sandbox: Sandbox) -> None:
+    # In a storm of snapshots the reader gives the GIL up at every socket read but takes it
+    # back before a waiting thread wakes, which restarts that thread's 5 ms switch interval:
+    # a GUI's main thread starved for 40 ms and more. The reader pauses (sleeps, the GIL
+    # released) once it has been busy with large frames for YIELD_AFTER, and no more often.
+    from sixmm.connection import QUIET_GC_BYTES, YIELD_AFTER
+
+    topic = "market.funding.BTCUSDT"
+    pad = "x" * QUIET_GC_BYTES
+    frames = 40
+    seen: List[float] = []
+
+    def busy(p: Any) -> None:  # ~1 ms of Python per frame: the reader is never idle long
+        end = time.perf_counter() + 0.001
+        while time.perf_counter() < end:
+            pass
+        seen.append(time.monotonic())
+
+    t0 = time.monotonic()
+    with StreamManager(sandbox.ws_url) as streams:
+        sub = streams.subscribe(topic, busy)
+        assert sub.wait_ready(10)
+        for i in range(frames):
+            assert sandbox.publish(topic, {"symbol": "BTCUSDT", "i": i, "pad": pad}) == 1
+        wait_until(lambda: len(seen) == frames, timeout=20)
+        (conn,) = streams.stats()["connections"].values()
+        span = seen[-1] - t0
+    # frames at least 1 ms apart: a pause at least every YIELD_AFTER + 1 ms of them ...
+    assert conn["yields"] >= (frames - 1) // (int(YIELD_AFTER * 1e3) + 2)
+    # ... and never more than one per YIELD_AFTER (a pause per frame would cost throughput)
+    assert conn["yields"] <= span / YIELD_AFTER + 1
