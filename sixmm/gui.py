@@ -13,8 +13,8 @@ Both pumps also lower the interpreter's thread switch interval to
 :data:`GUI_SWITCH_INTERVAL` (1 ms; ``switch_interval=None`` leaves it alone). CPython gives
 the GIL to a thread that waits for it only after the switch interval (5 ms by default), and
 not necessarily to that thread. sixmm's readers pause every 4 ms while busy with large frames
-(a resync storm: hundreds of snapshots at once), so a GUI thread misses its 10 ms ticks by at
-most ~11 ms at either interval; the lower interval trims the typical delay
+(a resync storm: hundreds of snapshots at once), so a GUI thread misses its 10 ms ticks by
+up to ~15 ms at either interval, never by more than 20 ms in the runs measured
 (``bench/bench_storm.py``). ``sys.setswitchinterval`` is process-wide: it is only ever
 lowered, never raised.
 """
